@@ -1,0 +1,174 @@
+"""Backend registry and selection, and the thread count the compiled backends use.
+
+Every op family (``conv``, ``norm``, ...) has one module per backend with identical
+function signatures: ``fastdl._numba.<family>``, ``fastdl._cy.<family>`` (compiled from
+``kernels/<family>.pyx``) and ``fastdl._numpy.<family>``. Public functions validate their
+arguments, then call ``kernels(family, backend)`` and run the function of that name.
+
+Selection, most specific first: the call's ``backend=``; ``use_backend(...)`` (a context
+variable, so it is local to the thread / task that entered it); ``set_backend(...)``;
+the FASTDL_BACKEND environment variable; ``"auto"`` = numba, else cython, else numpy.
+"""
+
+import contextlib
+import contextvars
+import importlib
+import json
+import os
+import threading
+
+BACKENDS = ("numba", "cython", "numpy")
+# The op families whose kernels every backend provides. A backend is available only when
+# all of them import, so a partial build never answers some calls and fails others.
+FAMILIES = ("conv",)
+_PACKAGES = {"numba": "fastdl._numba", "cython": "fastdl._cy", "numpy": "fastdl._numpy"}
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when a backend that was asked for cannot be used; says what is missing."""
+
+
+_global_backend = None  # set_backend(); None means "not set"
+_context_backend = contextvars.ContextVar("fastdl_backend", default=None)
+_lock = threading.Lock()
+_status = {}  # backend -> "available" | reason, filled lazily
+_num_threads = None
+
+
+def _probe(backend):
+    """Import every family of one backend; return "available" or the reason it is not."""
+    if backend == "numba":
+        try:
+            import numba  # noqa: F401
+        except Exception as exc:  # ImportError, or a broken llvmlite
+            return f"numba is not importable: {type(exc).__name__}: {exc}"
+    if backend == "cython":
+        failures = _cython_build_failures()
+        if failures:
+            return "the C extension failed to build: " + "; ".join(
+                f"{name}: {why}" for name, why in sorted(failures.items())
+            )
+    for family in FAMILIES:
+        module = f"{_PACKAGES[backend]}.{family}"
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            if backend == "cython":
+                return (
+                    f"{module} is not built ({type(exc).__name__}: {exc}); reinstall "
+                    "with a C compiler and OpenMP, e.g. FASTDL_REQUIRE_EXTENSIONS=1 "
+                    "pip install fastdl, to see the build error"
+                )
+            return f"{module} failed to import: {type(exc).__name__}: {exc}"
+    return "available"
+
+
+def _cython_build_failures():
+    path = os.path.join(os.path.dirname(__file__), "_cy", "_build_failures.json")
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def backends():
+    """Map each backend, in preference order, to "available" or why it is not."""
+    with _lock:
+        for name in BACKENDS:
+            if name not in _status:
+                _status[name] = _probe(name)
+        return {name: _status[name] for name in BACKENDS}
+
+
+def _check_name(backend, source):
+    if not isinstance(backend, str) or backend not in BACKENDS + ("auto",):
+        raise ValueError(
+            f"{source}: unknown backend {backend!r}; expected one of "
+            f"{', '.join(repr(b) for b in BACKENDS + ('auto',))}"
+        )
+    return backend
+
+
+def set_backend(backend):
+    """Choose the backend for every later call ("auto" or None restores the default)."""
+    global _global_backend
+    _global_backend = None if backend is None else _check_name(backend, "set_backend")
+
+
+def get_backend():
+    """The backend a call without ``backend=`` would use now (resolved, never "auto")."""
+    return resolve(None)
+
+
+@contextlib.contextmanager
+def use_backend(backend):
+    """Context manager: calls inside the block use ``backend`` unless they name one."""
+    token = _context_backend.set(_check_name(backend, "use_backend"))
+    try:
+        yield
+    finally:
+        _context_backend.reset(token)
+
+
+def resolve(backend=None):
+    """The concrete backend name for a call; raises BackendUnavailable if unusable."""
+    if backend is not None:
+        requested, source = _check_name(backend, "backend="), "backend="
+    elif _context_backend.get() is not None:
+        requested, source = _context_backend.get(), "use_backend()"
+    elif _global_backend is not None:
+        requested, source = _global_backend, "set_backend()"
+    elif os.environ.get("FASTDL_BACKEND"):
+        requested = _check_name(os.environ["FASTDL_BACKEND"], "FASTDL_BACKEND")
+        source = "FASTDL_BACKEND"
+    else:
+        requested, source = "auto", "default"
+    status = backends()
+    if requested == "auto":
+        for name in BACKENDS:
+            if status[name] == "available":
+                return name
+        raise BackendUnavailable(f"no backend is available: {status}")
+    if status[requested] != "available":
+        raise BackendUnavailable(
+            f"backend {requested!r} (chosen by {source}) is unavailable: {status[requested]}"
+        )
+    return requested
+
+
+def kernels(family, backend=None):
+    """The kernel module of ``family`` for the resolved backend."""
+    return importlib.import_module(f"{_PACKAGES[resolve(backend)]}.{family}")
+
+
+def default_num_threads():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_num_threads():
+    """The most threads the compiled backends can use (numba's pool size)."""
+    try:
+        import numba
+
+        return int(numba.config.NUMBA_NUM_THREADS)
+    except Exception:
+        return default_num_threads()
+
+
+def set_num_threads(n):
+    """Threads used by the numba and cython kernels (1 .. the machine's cores)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_num_threads():
+        raise ValueError(f"set_num_threads: n must be an int in [1, {max_num_threads()}], got {n!r}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Threads the compiled kernels use; defaults to the cores available to the process."""
+    if _num_threads is None:
+        return min(default_num_threads(), max_num_threads())
+    return _num_threads

@@ -1,0 +1,26 @@
+"""NumPy conv backend: one strided-view matrix product per kernel tap."""
+
+import numpy as np
+
+
+def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
+    """Same contract as the compiled kernels; ``num_threads`` is ignored."""
+    n_batch, out_d, out_h, out_w, out_c = out.shape
+    k_d, k_h, k_w, c_per_group, _ = w.shape
+    o_per_group = out_c // groups
+    (sd, sh, sw), (dd, dh, dw) = stride, dilation
+    out[...] = bias
+    for kd in range(k_d):
+        for kh in range(k_h):
+            for kw in range(k_w):
+                window = xp[:,
+                            kd * dd: kd * dd + (out_d - 1) * sd + 1: sd,
+                            kh * dh: kh * dh + (out_h - 1) * sh + 1: sh,
+                            kw * dw: kw * dw + (out_w - 1) * sw + 1: sw]
+                tap = w[kd, kh, kw]
+                if groups == 1:
+                    out += window @ tap
+                else:  # (.., g, c) x (c, g, o) per group, without a Python loop over groups
+                    grouped = window.reshape(window.shape[:-1] + (groups, c_per_group))
+                    tap_g = tap.reshape(c_per_group, groups, o_per_group)
+                    out += np.einsum("...gc,cgo->...go", grouped, tap_g).reshape(out.shape)

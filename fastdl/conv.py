@@ -1,0 +1,62 @@
+"""conv1d / conv2d / conv3d: validate in Python, then run one backend's kernel.
+
+All three share one kernel that works on channels-last 3-d data (N, D, H, W, C) with
+(KD, KH, KW, C_in/groups, C_out) weights: conv2d is D = 1, conv1d is D = H = 1. The
+wrapper makes the single copy the kernel needs (zero padding, dtype, byte order and
+layout fixed in one go) and allocates the output, so kernels only compute.
+"""
+
+import numpy as np
+
+from . import _checks
+from ._dispatch import get_num_threads, kernels
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           layout="NWC", backend=None):
+    """1-d cross-correlation. x: (N, W, C_in) or (W, C_in) for layout "NWC" with weight
+    (KW, C_in/groups, C_out); layout "NCW": x (N, C_in, W), weight (C_out, C_in/groups, KW)."""
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, layout, backend)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           layout="NHWC", backend=None):
+    """2-d cross-correlation. x: (N, H, W, C_in) or (H, W, C_in) for layout "NHWC" with
+    weight (KH, KW, C_in/groups, C_out); layout "NCHW": x (N, C_in, H, W), weight
+    (C_out, C_in/groups, KH, KW). ``padding``: int, per-dim tuple, "valid" or "same"."""
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, layout, backend)
+
+
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           layout="NDHWC", backend=None):
+    """3-d cross-correlation. x: (N, D, H, W, C_in) or unbatched for layout "NDHWC" with
+    weight (KD, KH, KW, C_in/groups, C_out); layout "NCDHW": x (N, C_in, D, H, W),
+    weight (C_out, C_in/groups, KD, KH, KW)."""
+    return _conv(3, x, weight, bias, stride, padding, dilation, groups, layout, backend)
+
+
+def _to_3d(array, nd, spatial_axis):
+    """View an nd-spatial array as 3-d spatial by inserting unit dims at spatial_axis."""
+    for _ in range(3 - nd):
+        array = np.expand_dims(array, spatial_axis)
+    return array
+
+
+def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backend):
+    spec = _checks.conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layout)
+    module = kernels("conv", backend)
+    dtype = spec.dtype
+    out_channels = spec.weight.shape[-1]
+    n = spec.x.shape[0]
+    out = np.empty((n,) + (1,) * (3 - nd) + spec.out_spatial + (out_channels,), dtype=dtype)
+    if n:
+        xp = _to_3d(_checks.padded_channels_last(spec.x, spec.pads, dtype), nd, 1)
+        w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
+        b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
+        pad3 = (1,) * (3 - nd)
+        module.conv_ndhwc(xp, w, b, out, pad3 + spec.stride, pad3 + spec.dilation,
+                          spec.groups, get_num_threads())
+    out = out.reshape((n,) + spec.out_spatial + (out_channels,))
+    if spec.channels_first:
+        out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
+    return out if spec.batched else out[0]
