@@ -1,0 +1,56 @@
+"""Test utilities: tolerances, memory-layout variants and a crash-proof subprocess runner."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+# Relative to the scale of the expected output (max |expected|, at least 1).
+RTOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float64): 1e-12}
+
+
+def assert_close(actual, expected, dtype, scale_tol=None):
+    """Compare with a dtype-aware tolerance relative to the output's scale; also checks
+    the returned dtype and shape."""
+    dtype = np.dtype(dtype)
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.dtype == dtype, f"dtype {actual.dtype} != {dtype}"
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
+    tol = (scale_tol or RTOL[dtype]) * scale
+    nan_mismatch = np.isnan(actual) != np.isnan(expected)
+    assert not nan_mismatch.any(), "NaN positions differ"
+    finite = np.isfinite(expected)
+    err = float(np.max(np.abs(actual[finite] - expected[finite]), initial=0.0))
+    assert err <= tol, f"max abs error {err:.3g} > tol {tol:.3g} (scale {scale:.3g})"
+    inf = np.isinf(expected)
+    assert np.array_equal(actual[inf], expected[inf]), "Inf values differ"
+    return err
+
+
+def layout_variants(array):
+    """(name, variant) pairs holding the same values as ``array`` in odd memory layouts."""
+    array = np.ascontiguousarray(array)
+    fortran = np.asfortranarray(array)
+    wide = np.zeros(array.shape[:-1] + (array.shape[-1] * 2,), array.dtype)
+    wide[..., ::2] = array
+    strided = wide[..., ::2]
+    flipped = np.flip(array.copy(), axis=0)[::-1]  # negative stride on axis 0, same values
+    readonly = array.copy()
+    readonly.setflags(write=False)
+    swapped = array.astype(array.dtype.newbyteorder(">" if array.dtype.byteorder != ">" else "<"))
+    out = [("contiguous", array), ("fortran", fortran), ("strided", strided),
+           ("negative_stride", flipped), ("readonly", readonly), ("byteswapped", swapped)]
+    for name, variant in out:
+        assert np.array_equal(variant, array), name
+    return out
+
+
+def run_isolated(code, timeout=300):
+    """Run ``code`` in a fresh interpreter; returns (returncode, stdout, stderr). A
+    segfault or abort shows up as a negative return code instead of killing pytest."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
