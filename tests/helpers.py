@@ -37,7 +37,8 @@ def layout_variants(array):
     wide = np.zeros(array.shape[:-1] + (array.shape[-1] * 2,), array.dtype)
     wide[..., ::2] = array
     strided = wide[..., ::2]
-    flipped = np.flip(array.copy(), axis=0)[::-1]  # negative stride on axis 0, same values
+    flipped = array[::-1].copy()[::-1]  # negative stride on axis 0, same values
+    assert flipped.strides[0] < 0 or array.shape[0] <= 1
     readonly = array.copy()
     readonly.setflags(write=False)
     swapped = array.astype(array.dtype.newbyteorder(">" if array.dtype.byteorder != ">" else "<"))
