@@ -136,17 +136,25 @@ import fastdl
 x = np.ones((2, 8, 8, 3)); w = np.ones((3, 3, 3, 4)); x4 = np.ones((2, 8, 8, 4))
 x1 = np.ones((2, 8, 3)); w1 = np.ones((3, 3, 2))
 x3 = np.ones((1, 4, 5, 6, 3)); w3 = np.ones((2, 2, 2, 3, 2))
+# Note every kernel launch: bad input must be rejected before any kernel runs.
+module = fastdl._dispatch.kernels("conv", {backend!r})
+real_kernel, launches = module.conv_ndhwc, []
+def spy(*args):
+    launches.append(1)
+    return real_kernel(*args)
+module.conv_ndhwc = spy
 conv1d, conv2d, conv3d = (
     lambda *a, _name=name, **k: getattr(fastdl, _name)(*a, backend={backend!r}, **k)
     for name in ("conv1d", "conv2d", "conv3d"))
 for label, call in {calls!r}:
-    print(json.dumps([label, "started", ""]), flush=True)
+    print(json.dumps([label, "started", "", False]), flush=True)
+    launches.clear()
     try:
         eval(call)
     except Exception as exc:
-        print(json.dumps([label, type(exc).__name__, str(exc)]), flush=True)
+        print(json.dumps([label, type(exc).__name__, str(exc), bool(launches)]), flush=True)
     else:
-        print(json.dumps([label, "no error", ""]), flush=True)
+        print(json.dumps([label, "no error", "", bool(launches)]), flush=True)
 print("done", flush=True)
 """
 
@@ -159,12 +167,14 @@ def test_bad_arguments_raise_cleanly(backend):
         f"subprocess died (code {code}) after: {lines[-1:]}\nstderr: {err[-2000:]}")
     results = {}
     for line in lines[:-1]:
-        label, kind, message = json.loads(line)
+        label, kind, message, kernel_ran = json.loads(line)
         if kind != "started":
-            results[label] = (kind, message)
+            results[label] = (kind, message, kernel_ran)
     problems = []
     for label, call, expected, substrings in CASES:
-        kind, message = results[label]
+        kind, message, kernel_ran = results[label]
+        if kernel_ran:
+            problems.append(f"{label}: {call} reached the compiled kernel")
         names = [e.__name__ for e in (expected if isinstance(expected, tuple) else (expected,))]
         if kind not in names:
             problems.append(f"{label}: {call} raised {kind} ({message}); expected {names}")

@@ -89,10 +89,9 @@ def test_concurrent_calls(backend):
         assert lines[1] in ("threading layer: omp", "threading layer: tbb"), lines
 
 
+@pytest.mark.parametrize("backend", ["numba"], indirect=True)
 def test_concurrent_calls_on_the_unsafe_workqueue_layer(backend):
     """A program that launched its own parallel numba code on the workqueue layer before
     fastdl loaded its kernels gets serialised fastdl kernels, not an abort."""
-    if backend != "numba":
-        pytest.skip("numba only")
     lines = run_threads(backend, USER_KERNEL_ON_WORKQUEUE)
     assert lines[1] == "threading layer: workqueue", lines
