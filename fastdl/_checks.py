@@ -265,7 +265,8 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
     dtype = common_dtype(x, weight, bias)
     # The call allocates the padded copy of x and the output (Python ints: no overflow).
     n = x.shape[0]
-    padded_shape = (n,) + tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads)) + (in_channels,)
+    padded_spatial = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads))
+    padded_shape = (n,) + padded_spatial + (in_channels,)
     out_shape = (n,) + out_spatial + (out_channels,)
     check_fits_in_memory(
         "padding" if any(lo or hi for lo, hi in pads) else "x",
