@@ -5,8 +5,10 @@ run without bounds checks, so a shape or index that gets past these functions co
 or write outside an array. Messages name the argument and state expected vs actual.
 """
 
+import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -129,6 +131,24 @@ def check_fraction(name, value, low_open=False, high_open=False):
     return value
 
 
+def physical_memory_bytes():
+    """Total RAM of the machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(name, nbytes, what):
+    """Raise a ValueError naming ``name`` when ``what`` needs more bytes than the machine
+    has: a clear message up front instead of a MemoryError, or an out-of-memory kill of
+    the process while the kernel fills lazily-committed pages."""
+    total = physical_memory_bytes()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.4g} GiB, more than "
+                         f"this machine's {total / 2**30:.4g} GiB of memory")
+
+
 # ---------------------------------------------------------------------------------------
 # Sliding-window geometry (convolution, pooling, attention)
 
@@ -242,10 +262,20 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
     pads = padding_pairs(padding, nd, kernel, dilation, stride)
     out_spatial = window_output_shape(x.shape[1:-1], kernel, stride, pads, dilation,
                                       _SPATIAL_NAMES[nd])
+    dtype = common_dtype(x, weight, bias)
+    # The call allocates the padded copy of x and the output (Python ints: no overflow).
+    n = x.shape[0]
+    padded_spatial = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads))
+    padded_shape = (n,) + padded_spatial + (in_channels,)
+    out_shape = (n,) + out_spatial + (out_channels,)
+    check_fits_in_memory(
+        "padding" if any(lo or hi for lo, hi in pads) else "x",
+        (math.prod(padded_shape) + math.prod(out_shape)) * dtype.itemsize,
+        f"the padded input {padded_shape} and the output {out_shape} ({dtype}, channels-last)",
+    )
     return ConvSpec(x=x, weight=weight, bias=bias, stride=stride, pads=pads,
                     dilation=dilation, groups=groups, out_spatial=out_spatial,
-                    dtype=common_dtype(x, weight, bias), batched=batched,
-                    channels_first=channels_first)
+                    dtype=dtype, batched=batched, channels_first=channels_first)
 
 
 def padded_channels_last(x, pads, dtype):
