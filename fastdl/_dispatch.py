@@ -93,7 +93,10 @@ def _check_name(backend, source):
 def set_backend(backend):
     """Choose the backend for every later call ("auto" or None restores the default)."""
     global _global_backend
-    _global_backend = None if backend is None else _check_name(backend, "set_backend")
+    if backend is not None:
+        _check_name(backend, "set_backend")
+    # "auto" means "not set": FASTDL_BACKEND, if given, applies again.
+    _global_backend = None if backend in (None, "auto") else backend
 
 
 def get_backend():
@@ -104,7 +107,9 @@ def get_backend():
 @contextlib.contextmanager
 def use_backend(backend):
     """Context manager: calls inside the block use ``backend`` unless they name one."""
-    token = _context_backend.set(_check_name(backend, "use_backend"))
+    if backend is not None:  # None: no override inside the block
+        _check_name(backend, "use_backend")
+    token = _context_backend.set(backend)
     try:
         yield
     finally:
@@ -162,8 +167,11 @@ def max_num_threads():
 def set_num_threads(n):
     """Threads used by the numba and cython kernels (1 .. the machine's cores)."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= max_num_threads():
-        raise ValueError(f"set_num_threads: n must be an int in [1, {max_num_threads()}], got {n!r}")
+    from ._checks import as_int  # _checks imports numpy only; keep this module light
+
+    n = as_int("set_num_threads: n", n, minimum=1)
+    if n > max_num_threads():
+        raise ValueError(f"set_num_threads: n must be in [1, {max_num_threads()}], got {n}")
     _num_threads = n
 
 

@@ -260,3 +260,25 @@ def test_import_is_lazy():
     """)
     assert rc == 0, err
     assert out.splitlines() == ["after import: []", "compiled: []"]
+
+
+def test_auto_and_none_both_restore_the_default(monkeypatch):
+    monkeypatch.setenv("FASTDL_BACKEND", "numpy")
+    for reset in ("auto", None):
+        fastdl.set_backend(AVAILABLE[0] if AVAILABLE[0] != "numpy" else "cython")
+        fastdl.set_backend(reset)
+        assert fastdl.get_backend() == "numpy", reset  # the variable applies again
+    with fastdl.use_backend(None):  # None: no override inside the block
+        assert fastdl.get_backend() == "numpy"
+
+
+def test_set_num_threads_types():
+    before = fastdl.get_num_threads()
+    try:
+        fastdl.set_num_threads(np.int64(1))
+        assert fastdl.get_num_threads() == 1
+        for bad in ("2", 1.5, True):
+            with pytest.raises(TypeError, match="set_num_threads"):
+                fastdl.set_num_threads(bad)
+    finally:
+        fastdl.set_num_threads(before)
