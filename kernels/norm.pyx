@@ -55,9 +55,7 @@ cdef void _column_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
                         double* shift, double* sum1, double* sum2) noexcept nogil:
     cdef Py_ssize_t width = channels * per_channel
     cdef Py_ssize_t tiles = (width + COLUMN_TILE - 1) // COLUMN_TILE
-    cdef Py_ssize_t task, k, w0, c, w, at
-    cdef double n_k, s1
-    cdef Summary acc
+    cdef Py_ssize_t task, k, w0, c
     for task in prange(row_chunks * tiles, nogil=True, num_threads=num_threads, schedule="static"):
         k = task // tiles
         w0 = (task % tiles) * COLUMN_TILE
@@ -65,17 +63,30 @@ cdef void _column_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
                       w0, min(width, w0 + COLUMN_TILE),
                       shift + k * width, sum1 + k * width, sum2 + k * width)
     for c in prange(channels, nogil=True, num_threads=num_threads, schedule="static"):
-        acc.n = 0.0
-        acc.mean = 0.0
-        acc.m2 = 0.0
-        for k in range(row_chunks):
-            n_k = <double>((k + 1) * n_rows // row_chunks - k * n_rows // row_chunks)
-            for w in range(c * per_channel, (c + 1) * per_channel):
-                at = k * width + w
-                s1 = sum1[at]
-                _chan_merge(&acc, n_k, shift[at] + s1 / n_k, max(sum2[at] - s1 * s1 / n_k, 0.0))
-        mean[c] = acc.mean
-        var[c] = acc.m2 / acc.n
+        _merge_columns(c, n_rows, width, per_channel, row_chunks, shift, sum1, sum2,
+                       mean, var)
+
+
+cdef inline void _merge_columns(Py_ssize_t c, Py_ssize_t n_rows, Py_ssize_t width,
+                                Py_ssize_t per_channel, Py_ssize_t row_chunks,
+                                const double* shift, const double* sum1, const double* sum2,
+                                double* mean, double* var) noexcept nogil:
+    """Channel c's statistics from the shifted sums of its columns in every row chunk
+    (a function, so that the accumulator is private to the thread)."""
+    cdef Py_ssize_t k, w, at
+    cdef double n_k, s1
+    cdef Summary acc
+    acc.n = 0.0
+    acc.mean = 0.0
+    acc.m2 = 0.0
+    for k in range(row_chunks):
+        n_k = <double>((k + 1) * n_rows // row_chunks - k * n_rows // row_chunks)
+        for w in range(c * per_channel, (c + 1) * per_channel):
+            at = k * width + w
+            s1 = sum1[at]
+            _chan_merge(&acc, n_k, shift[at] + s1 / n_k, max(sum2[at] - s1 * s1 / n_k, 0.0))
+    mean[c] = acc.mean
+    var[c] = acc.m2 / acc.n
 
 
 cdef inline Summary _segment_chunk(const real* x, Py_ssize_t channels, Py_ssize_t length,
