@@ -32,10 +32,69 @@ def _chan_merge(n, mean, m2, n_b, mean_b, m2_b):
     return total, mean + delta * (n_b / total), m2 + m2_b + delta * delta * (n * n_b / total)
 
 
+@njit_serial
+def _column_block(x2, r0, r1, w0, w1, shift, sum1, sum2):
+    """Shifted float64 sums of columns w0..w1-1 of x2 over rows r0..r1-1, into
+    shift/sum1/sum2[w0:w1]. Fresh local accumulators: LLVM vectorises the row loop only
+    when it can see they do not alias the input (4x faster than accumulating in place)."""
+    width = w1 - w0
+    local_shift = x2[r0, w0:w1].astype(np.float64)
+    local_sum1 = np.zeros(width)
+    local_sum2 = np.zeros(width)
+    for r in range(r0, r1):
+        row = x2[r, w0:w1]
+        for w in range(width):
+            d = np.float64(row[w]) - local_shift[w]
+            local_sum1[w] += d
+            local_sum2[w] += d * d
+    shift[w0:w1] = local_shift
+    sum1[w0:w1] = local_sum1
+    sum2[w0:w1] = local_sum2
+
+
+@njit_serial
+def _merge_columns(per_channel, c, n_rows, shift, sum1, sum2):
+    """Channel c's (count, mean, M2) from its columns' shifted sums in every row chunk."""
+    row_chunks = shift.shape[0]
+    n, m, m2 = 0.0, 0.0, 0.0
+    for k in range(row_chunks):
+        n_k = np.float64((k + 1) * n_rows // row_chunks - k * n_rows // row_chunks)
+        for w in range(c * per_channel, (c + 1) * per_channel):
+            s1 = sum1[k, w]
+            n, m, m2 = _chan_merge(n, m, m2, n_k, shift[k, w] + s1 / n_k,
+                                   max(sum2[k, w] - s1 * s1 / n_k, 0.0))
+    return n, m, m2
+
+
+@njit_serial
+def _segment_chunk(x3, c, item0, item1):
+    """(count, mean, M2) of channel c over pieces item0..item1-1 (a piece: part of a row)."""
+    length = x3.shape[2]
+    pieces = (length + PIECE - 1) // PIECE
+    n, m, m2 = 0.0, 0.0, 0.0
+    for item in range(item0, item1):
+        segment = x3[item // pieces, c]
+        b0 = (item % pieces) * PIECE
+        b1 = min(length, b0 + PIECE)
+        shift = np.float64(segment[b0])
+        s1 = 0.0
+        s2 = 0.0
+        for b in range(b0, b1):
+            d = np.float64(segment[b]) - shift
+            s1 += d
+            s2 += d * d
+        n_b = np.float64(b1 - b0)
+        n, m, m2 = _chan_merge(n, m, m2, n_b, shift + s1 / n_b, max(s2 - s1 * s1 / n_b, 0.0))
+    return n, m, m2
+
+
+# The hot loops live in the serial helpers above: inlined into a prange body, numba's
+# parfor lowering left them unvectorised (4x slower).
+
+
 @njit_parallel
 def _column_stats(x2, per_channel, mean, var, row_chunks):
     n_rows, width = x2.shape
-    channels = width // per_channel
     tiles = (width + COLUMN_TILE - 1) // COLUMN_TILE
     shift = np.empty((row_chunks, width))
     sum1 = np.zeros((row_chunks, width))
@@ -46,26 +105,9 @@ def _column_stats(x2, per_channel, mean, var, row_chunks):
         w1 = min(width, w0 + COLUMN_TILE)
         r0 = k * n_rows // row_chunks
         r1 = (k + 1) * n_rows // row_chunks
-        shift_k = shift[k]
-        sum1_k = sum1[k]
-        sum2_k = sum2[k]
-        first = x2[r0]
-        for w in range(w0, w1):
-            shift_k[w] = first[w]
-        for r in range(r0, r1):
-            row = x2[r]
-            for w in range(w0, w1):
-                d = np.float64(row[w]) - shift_k[w]
-                sum1_k[w] += d
-                sum2_k[w] += d * d
-    for c in prange(channels):
-        n, m, m2 = 0.0, 0.0, 0.0
-        for k in range(row_chunks):
-            n_k = np.float64((k + 1) * n_rows // row_chunks - k * n_rows // row_chunks)
-            for w in range(c * per_channel, (c + 1) * per_channel):
-                s1 = sum1[k, w]
-                n, m, m2 = _chan_merge(n, m, m2, n_k, shift[k, w] + s1 / n_k,
-                                       max(sum2[k, w] - s1 * s1 / n_k, 0.0))
+        _column_block(x2, r0, r1, w0, w1, shift[k], sum1[k], sum2[k])
+    for c in prange(width // per_channel):
+        n, m, m2 = _merge_columns(per_channel, c, n_rows, shift, sum1, sum2)
         mean[c] = m
         var[c] = m2 / n
 
@@ -73,28 +115,14 @@ def _column_stats(x2, per_channel, mean, var, row_chunks):
 @njit_parallel
 def _segment_stats(x3, mean, var, chunks):
     n_rows, channels, length = x3.shape
-    pieces = (length + PIECE - 1) // PIECE
-    items = n_rows * pieces
+    items = n_rows * ((length + PIECE - 1) // PIECE)
     part_n = np.empty(channels * chunks)
     part_mean = np.empty(channels * chunks)
     part_m2 = np.empty(channels * chunks)
     for task in prange(channels * chunks):
-        c = task // chunks
         k = task % chunks
-        n, m, m2 = 0.0, 0.0, 0.0
-        for item in range(k * items // chunks, (k + 1) * items // chunks):
-            segment = x3[item // pieces, c]
-            b0 = (item % pieces) * PIECE
-            b1 = min(length, b0 + PIECE)
-            shift = np.float64(segment[b0])
-            s1 = 0.0
-            s2 = 0.0
-            for b in range(b0, b1):
-                d = np.float64(segment[b]) - shift
-                s1 += d
-                s2 += d * d
-            n_b = np.float64(b1 - b0)
-            n, m, m2 = _chan_merge(n, m, m2, n_b, shift + s1 / n_b, max(s2 - s1 * s1 / n_b, 0.0))
+        n, m, m2 = _segment_chunk(x3, task // chunks, k * items // chunks,
+                                  (k + 1) * items // chunks)
         part_n[task] = n
         part_mean[task] = m
         part_m2[task] = m2
