@@ -56,6 +56,7 @@ def forward_batchnorm(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
     cache_dict['var'] (both required). Returns ``gamma * (Z - mu) / sqrt(var + eps) +
     beta``. gamma, beta and the cached statistics may be scalars, (F,) or (1, F).
     """
+    moving_weight = beta_avg  # as given: a NumPy scalar keeps its dtype in the update
     Z, gamma, beta, eps, beta_avg, mode, cached = _checks.forward_batchnorm_arguments(
         Z, gamma, beta, eps, cache_dict, beta_avg, mode)
     module = kernels("norm")
@@ -65,8 +66,8 @@ def forward_batchnorm(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
         mu, var = _batch_statistics(module, x3)
         for key, batch in (("mu", mu), ("var", var)):
             # the exam's own expression, with its dtype rules (mu has Z's dtype)
-            cache_dict[key] = (beta_avg * np.asarray(cache_dict.get(key, 0.0))
-                               + (1 - beta_avg) * batch.astype(Z.dtype))
+            cache_dict[key] = (moving_weight * np.asarray(cache_dict.get(key, 0.0))
+                               + (1 - moving_weight) * batch.astype(Z.dtype))
     else:
         mu, var = cached
         dtype = _checks.common_dtype(Z, gamma, beta, mu, var)
