@@ -24,8 +24,9 @@ def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
     if ``running_mean`` and ``running_var`` (float32/float64 arrays of shape (C,)) are
     given, they are updated IN PLACE as ``running = decay * running + (1 - decay) *
     batch`` (the biased batch variance; PyTorch's ``momentum`` is ``1 - decay`` and it
-    stores the unbiased variance). ``training=False`` normalises with the running
-    statistics, which are then required and left unchanged.
+    stores the unbiased variance). Give both running arrays or neither. ``training=False``
+    normalises with the running statistics, which are then required and only read (so
+    read-only arrays are fine there). ``gamma`` and ``beta`` have shape (C,).
 
     Returns a new array of x's shape, dtype ``np.result_type(x, gamma, beta)``.
     """
