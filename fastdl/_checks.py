@@ -288,3 +288,136 @@ def padded_channels_last(x, pads, dtype):
     interior = (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], pads))
     out[interior] = x
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Batch normalization
+
+
+class BatchNormSpec:
+    """Validated batch_norm arguments; x is a float array not yet made contiguous."""
+
+    __slots__ = ("x", "gamma", "beta", "eps", "training", "running_mean", "running_var",
+                 "decay", "axis", "dtype", "view_shape")
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def channel_vector(name, value, channels):
+    """A float array of shape (channels,) (one value per channel)."""
+    array = as_float_array(name, value)
+    if array.shape != (channels,):
+        raise ValueError(f"{name}: expected shape ({channels},) (one value per channel), "
+                         f"got shape {array.shape}")
+    return array
+
+
+def running_statistic(name, value, channels, writable):
+    """A running-statistics array: a float32/float64 ndarray of shape (channels,), written
+    in place when ``writable`` (so it must be an ndarray we may write, not a copy)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a float32 or float64 numpy array of shape "
+                        f"({channels},), got {type(value).__name__}")
+    if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {value.dtype}")
+    if value.shape != (channels,):
+        raise ValueError(f"{name}: expected shape ({channels},) (one value per channel), "
+                         f"got shape {value.shape}")
+    if writable and not value.flags.writeable:
+        raise ValueError(f"{name}: is read-only, but training updates it in place")
+    return value
+
+
+def batch_norm_arguments(x, gamma, beta, eps, training, running_mean, running_var, decay,
+                         axis):
+    """Validate a batch_norm call; return a BatchNormSpec (arrays not yet copied)."""
+    x = as_float_array("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected at least 2 dims (a batch and a channel axis), "
+                         f"got shape {x.shape}")
+    check_nonempty("x", x)
+    axis = as_int("axis", axis)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis: {axis} is out of range for x of shape {x.shape} "
+                         f"(expected -{x.ndim} <= axis < {x.ndim})")
+    axis %= x.ndim
+    channels = x.shape[axis]
+    gamma = channel_vector("gamma", gamma, channels)
+    beta = channel_vector("beta", beta, channels)
+    eps = check_positive_finite("eps", eps)
+    training = check_bool("training", training)
+    decay = check_fraction("decay", decay)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean, running_var: give both or neither, got "
+                         f"running_mean={'None' if running_mean is None else 'an array'}, "
+                         f"running_var={'None' if running_var is None else 'an array'}")
+    if running_mean is None:
+        if not training:
+            raise ValueError("training=False normalises with the running statistics: "
+                             "running_mean and running_var are required")
+    else:
+        running_mean = running_statistic("running_mean", running_mean, channels, training)
+        running_var = running_statistic("running_var", running_var, channels, training)
+    before = int(np.prod(x.shape[:axis], dtype=np.int64))
+    after = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    return BatchNormSpec(x=x, gamma=gamma, beta=beta, eps=eps, training=training,
+                         running_mean=running_mean, running_var=running_var, decay=decay,
+                         axis=axis, dtype=common_dtype(x, gamma, beta),
+                         view_shape=(before, channels, after))
+
+
+BATCHNORM_MODES = ("train", "test")
+
+
+def per_feature(name, value, features):
+    """The exams' gamma / beta / cached statistics: anything that broadcasts against
+    (1, features) as one value per feature (a scalar, (F,), (1, F)); returns shape (F,)."""
+    array = as_float_array(name, value)
+    try:
+        fits = array.ndim <= 2 and np.broadcast_shapes(array.shape, (1, features)) == (1, features)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: expected one value per feature, shape ({features},) or "
+                         f"(1, {features}) (or a scalar), got shape {array.shape}")
+    return np.broadcast_to(array, (1, features))[0]
+
+
+def forward_batchnorm_arguments(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
+    """Validate a forward_batchnorm call; returns (Z, gamma, beta, eps, beta_avg, mode,
+    cached) where cached is (mu, var) as per-feature arrays in test mode, else None."""
+    if not isinstance(mode, str) or mode not in BATCHNORM_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(map(repr, BATCHNORM_MODES))}, "
+                         f"got {mode!r}")
+    Z = as_float_array("Z", Z)
+    if Z.ndim != 2:
+        raise ValueError(f"Z: expected a 2-d array (num_examples, num_features), got shape {Z.shape}")
+    check_nonempty("Z", Z)
+    features = Z.shape[1]
+    gamma = per_feature("gamma", gamma, features)
+    beta = per_feature("beta", beta, features)
+    eps = check_positive_finite("eps", eps)
+    beta_avg = check_fraction("beta_avg", beta_avg)
+    if not isinstance(cache_dict, dict):
+        raise TypeError(f"cache_dict: expected a dict, got {type(cache_dict).__name__}")
+    cached = None
+    if mode == "test":
+        missing = [key for key in ("mu", "var") if key not in cache_dict]
+        if missing:
+            raise ValueError(f"cache_dict: mode 'test' needs the moving averages, missing "
+                             f"key(s) {', '.join(map(repr, missing))}")
+        cached = tuple(per_feature(f"cache_dict[{key!r}]", cache_dict[key], features)
+                       for key in ("mu", "var"))
+    else:
+        for key in ("mu", "var"):  # check now, before the cache is written
+            if key in cache_dict:
+                per_feature(f"cache_dict[{key!r}]", cache_dict[key], features)
+    return Z, gamma, beta, eps, beta_avg, mode, cached

@@ -45,3 +45,51 @@ def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 out[(n, *pos, o)] = total
     assert c_in == c_per_group * groups
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Batch normalization
+
+
+def channel_statistics(x, axis=-1):
+    """Per-channel mean and biased variance of x over every axis but ``axis``, two passes
+    of plain float64 loops. Returns two float64 arrays of shape (C,)."""
+    x = np.asarray(x, dtype=np.float64)
+    axis %= x.ndim
+    channels = x.shape[axis]
+    total = np.zeros(channels)
+    count = 0
+    for index in np.ndindex(x.shape):
+        total[index[axis]] += x[index]
+        count += 1
+    count //= channels
+    mean = total / count
+    squares = np.zeros(channels)
+    for index in np.ndindex(x.shape):
+        squares[index[axis]] += (x[index] - mean[index[axis]]) ** 2
+    return mean, squares / count
+
+
+def batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None,
+               decay=0.9, axis=-1):
+    """``gamma * (x - mean) / sqrt(var + eps) + beta`` per channel, element by element.
+
+    Training: batch statistics, and returns (out, new_running_mean, new_running_var) with
+    ``new = decay * running + (1 - decay) * batch`` (None when no running arrays are
+    given); the arguments are not modified. Eval: the running statistics. float64."""
+    x = np.asarray(x, dtype=np.float64)
+    axis %= x.ndim
+    if training:
+        mean, var = channel_statistics(x, axis)
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    out = np.empty(x.shape)
+    for index in np.ndindex(x.shape):
+        c = index[axis]
+        out[index] = gamma[c] * (x[index] - mean[c]) / np.sqrt(var[c] + eps) + beta[c]
+    if not training or running_mean is None:
+        return out, None, None
+    new_mean = [decay * float(r) + (1 - decay) * m for r, m in zip(running_mean, mean)]
+    new_var = [decay * float(r) + (1 - decay) * v for r, v in zip(running_var, var)]
+    return out, np.array(new_mean), np.array(new_var)

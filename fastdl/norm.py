@@ -1,0 +1,103 @@
+"""Batch normalization: ``batch_norm`` and the exams' drop-in ``forward_batchnorm``.
+
+The wrapper validates, makes the one contiguous copy the kernels need (dtype, byte order
+and layout fixed in one go; none when x already fits) and views it as (A, C, B): C
+channels, A = prod(shape[:axis]), B = prod(shape[axis+1:]), so channels-last and
+channels-first inputs need no transpose. Two kernels then run: per-channel statistics
+(float64, numerically stable) and one scale/shift pass. The per-channel arithmetic in
+between (C values) is done here in float64.
+"""
+
+import numpy as np
+
+from . import _checks
+from ._dispatch import get_num_threads, kernels
+
+
+def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
+               running_var=None, decay=0.9, axis=-1, backend=None):
+    """Normalise ``x`` per channel: ``gamma * (x - mean) / sqrt(var + eps) + beta``.
+
+    The statistics run over every axis but ``axis`` (the channel axis: the features of
+    an (N, F) matrix, C of an NHWC batch with the default ``axis=-1``, ``axis=1`` for
+    NCHW). ``training=True`` uses the batch mean and the biased variance (as ``np.var``);
+    if ``running_mean`` and ``running_var`` (float32/float64 arrays of shape (C,)) are
+    given, they are updated IN PLACE as ``running = decay * running + (1 - decay) *
+    batch`` (the biased batch variance; PyTorch's ``momentum`` is ``1 - decay`` and it
+    stores the unbiased variance). Give both running arrays or neither. ``training=False``
+    normalises with the running statistics, which are then required and only read (so
+    read-only arrays are fine there). ``gamma`` and ``beta`` have shape (C,).
+
+    Returns a new array of x's shape, dtype ``np.result_type(x, gamma, beta)``.
+    """
+    spec = _checks.batch_norm_arguments(x, gamma, beta, eps, training, running_mean,
+                                        running_var, decay, axis)
+    module = kernels("norm", backend)
+    x3 = np.ascontiguousarray(spec.x, dtype=spec.dtype).reshape(spec.view_shape)
+    if spec.training:
+        mean, var = _batch_statistics(module, x3)
+        if spec.running_mean is not None:
+            for running, batch in ((spec.running_mean, mean), (spec.running_var, var)):
+                running[...] = spec.decay * running.astype(np.float64) + (1 - spec.decay) * batch
+    else:
+        mean = spec.running_mean.astype(np.float64)
+        var = spec.running_var.astype(np.float64)
+    out = _normalize(module, x3, mean, var, spec.gamma, spec.beta, spec.eps)
+    return out.reshape(spec.x.shape)
+
+
+def forward_batchnorm(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
+    """The exams' batch-norm forward pass, same signature and results, on fastdl's kernels.
+
+    Z: (num_examples, num_features). ``mode='train'``: mu and var are the mean and the
+    biased variance of Z over axis 0, and the moving averages are updated as
+    ``cache_dict['mu'] = beta_avg * cache_dict['mu'] + (1 - beta_avg) * mu`` (same for
+    ``'var'``) -- new arrays are stored, as the exam's code does; a missing key counts
+    as 0 (the usual zero initialisation). ``mode='test'``: mu, var = cache_dict['mu'],
+    cache_dict['var'] (both required). Returns ``gamma * (Z - mu) / sqrt(var + eps) +
+    beta``. gamma, beta and the cached statistics may be scalars, (F,) or (1, F).
+    """
+    moving_weight = beta_avg  # as given: a NumPy scalar keeps its dtype in the update
+    Z, gamma, beta, eps, beta_avg, mode, cached = _checks.forward_batchnorm_arguments(
+        Z, gamma, beta, eps, cache_dict, beta_avg, mode)
+    module = kernels("norm")
+    if mode == "train":
+        dtype = _checks.common_dtype(Z, gamma, beta)
+        x3 = np.ascontiguousarray(Z, dtype=dtype).reshape(Z.shape[0], Z.shape[1], 1)
+        mu, var = _batch_statistics(module, x3)
+        for key, batch in (("mu", mu), ("var", var)):
+            # the exam's own expression, with its dtype rules (mu has Z's dtype)
+            cache_dict[key] = (moving_weight * np.asarray(cache_dict.get(key, 0.0))
+                               + (1 - moving_weight) * batch.astype(Z.dtype))
+    else:
+        mu, var = cached
+        dtype = _checks.common_dtype(Z, gamma, beta, mu, var)
+        x3 = np.ascontiguousarray(Z, dtype=dtype).reshape(Z.shape[0], Z.shape[1], 1)
+        mu, var = mu.astype(np.float64), var.astype(np.float64)
+    return _normalize(module, x3, mu, var, gamma, beta, eps).reshape(Z.shape)
+
+
+def _batch_statistics(module, x3):
+    """Per-channel mean and biased variance (float64) of a contiguous (A, C, B) array."""
+    mean = np.empty(x3.shape[1])
+    var = np.empty(x3.shape[1])
+    module.channel_stats(x3, mean, var, get_num_threads())
+    return mean, var
+
+
+def _normalize(module, x3, mean, var, gamma, beta, eps):
+    """``gamma * (x3 - mean) / sqrt(var + eps) + beta`` per channel, in x3's dtype.
+
+    Computed as ``(x - center) * scale + shift`` with center = mean rounded to x's dtype:
+    x - center is then (nearly) exact even when the mean is large against the spread,
+    and the rounding of the mean is folded into shift, which is computed in float64.
+    """
+    dtype = x3.dtype
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN/negative var: NaN, as NumPy
+        scale = gamma.astype(np.float64) / np.sqrt(var + eps)
+        center = mean.astype(dtype)
+        shift = beta.astype(np.float64) - (mean - center) * scale
+    out = np.empty(x3.shape, dtype)
+    module.scale_shift(x3, center, scale.astype(dtype), shift.astype(dtype), out,
+                       get_num_threads())
+    return out
