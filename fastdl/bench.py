@@ -497,11 +497,17 @@ def measure(call, budget, warmup=True):
 
 
 def set_threads(threads):
-    """The same thread count for fastdl's compiled backends and PyTorch."""
+    """The same thread count for fastdl's compiled backends, PyTorch and (through
+    threadpoolctl, when installed) the BLAS behind the numpy backend."""
     fastdl.set_num_threads(threads)
     torch = _import_torch()
     if torch is not None:
         torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 class _Progress:
