@@ -401,8 +401,8 @@ class _AttentionFamily(_Family):
             windows = functional.unfold(xn, k).view(x.shape[0], d["c_in"], k * k, -1)
             scores = torch.einsum("nckl,ock->nokl", windows, key)
             weights = torch.softmax(scores, dim=2)
-            y = torch.einsum("nokl,ok->nol", weights, value).view(-1, c_out, out_h, out_w)
-            return y.permute(0, 2, 3, 1).contiguous() if case.channels_last else y
+            # logical (N, C_out, Ho, Wo), as torch's conv and pooling return
+            return torch.einsum("nokl,ok->nol", weights, value).view(-1, c_out, out_h, out_w)
 
         return attention
 
