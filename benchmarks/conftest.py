@@ -19,8 +19,8 @@ from fastdl import bench
 @pytest.fixture(scope="session", autouse=True)
 def same_threads_everywhere():
     threads = int(os.environ.get("FASTDL_BENCH_THREADS", 0)) or fastdl.get_num_threads()
-    bench.set_threads(threads)
-    return threads
+    with bench.same_threads(threads):
+        yield threads
 
 
 _inputs_cache = {}

@@ -1,7 +1,6 @@
 """Every case of fastdl.bench's registry, timed per backend, PyTorch and naive reference."""
 
 import os
-import time
 
 import pytest
 
@@ -12,12 +11,6 @@ DTYPES = [d.strip() for d in os.environ.get(
     "FASTDL_BENCH_DTYPES", "float32" if QUICK else "float32,float64").split(",") if d.strip()]
 # seconds of timed rounds per entry, as in `python -m fastdl.bench` (--quick: 0.25)
 BUDGET = 0.25 if QUICK else 1.0
-
-
-def _timed(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
 
 
 # Entries vary fastest, so each case's inputs are built once for all its entries; the
@@ -38,8 +31,8 @@ def test_op(benchmark, case_inputs, case, dtype, entry):
     # Warm-up before pedantic: the first call (numba compile or cache load) is timed apart
     # and kept in extra_info, a second one sizes the rounds. The naive loops have nothing
     # to warm up: their first call sizes the rounds.
-    first_call = _timed(call)
-    per_call = first_call if entry == "naive" else _timed(call)
+    first_call = bench.time_call(call)
+    per_call = first_call if entry == "naive" else bench.time_call(call)
     rounds = max(1 if entry == "naive" else 3, min(1000, int(BUDGET / max(per_call, 1e-6))))
     benchmark.extra_info.update(op=case.op, layout=case.layout, work=work, unit=unit,
                                 first_call_s=first_call)

@@ -5,10 +5,11 @@ time, first-call time, GFLOP/s or GB/s, speedup vs the naive loop reference and 
 PyTorch); ``python -m fastdl.bench --help`` lists the options. The pytest-benchmark suite
 in ``benchmarks/`` runs the very same cases (``CASES`` below is the one registry).
 
-How a case is timed (``measure``): the first call is timed on its own and reported as
-"first call" (it includes Numba's compile or cache load), one more untimed warm-up call
-follows, then the call repeats until ``budget`` seconds have passed (at least 3 times
-unless one call is already longer than the budget) and the median is reported. PyTorch
+How a case is timed (``measure_interleaved``): each entry's first call is timed on its
+own and reported as "first call" (it includes Numba's compile or cache load), one more
+untimed warm-up call follows, then the entries are called in interleaved rounds (so load
+from elsewhere hits them alike) until each has had ``budget`` seconds and at least 3
+samples (or 3 budgets), and the median is reported (the minimum too, in JSON). PyTorch
 gets the same input layout (channels-last arrays are handed to it as ``channels_last``
 tensors without a copy, channels-first ones as plain contiguous tensors) and the same
 thread count. The naive references are plain Python loops: they run only on the cases
@@ -17,10 +18,12 @@ column compares them with each backend on that same small shape.
 
 Ops that are not in this build of fastdl (``getattr(fastdl, op)`` missing), reference
 functions that do not exist yet, torch when it is not installed, and unavailable backends
-are reported as skipped, never as errors.
+are reported as skipped; an entry that raises is reported as an error row, and the
+table goes on.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -469,71 +472,118 @@ def entry_call(case, arrays, backend):
 # Timing
 
 
-def measure(call, budget, warmup=True):
-    """Time ``call``: (first-call seconds, median seconds, min seconds, timed repeats).
-
-    The first call is timed alone (JIT compile or cache load lands there). With
-    ``warmup`` (compiled code and torch) it is not a sample: one more untimed call
-    follows, then calls repeat until ``budget`` seconds have passed and at least 3 ran
-    (or 3 budgets passed, for slow entries). Without it (the naive loops: nothing to
-    warm) the first call is the first sample and one over the budget is the measurement.
-    """
+def time_call(call):
+    """Seconds one call of ``call()`` takes."""
     start = time.perf_counter()
     call()
-    first = time.perf_counter() - start
-    times = [] if warmup else [first]
-    if warmup:
-        call()
-    spent = sum(times)
-    while len(times) < 10000:
-        if spent >= budget and (len(times) >= 3 or spent >= 3 * budget or not warmup):
-            break
-        start = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - start
-        times.append(elapsed)
-        spent += elapsed
-    return first, statistics.median(times), min(times), len(times)
+    return time.perf_counter() - start
 
 
-def set_threads(threads):
-    """The same thread count for fastdl's compiled backends, PyTorch and (through
-    threadpoolctl, when installed) the BLAS behind the numpy backend."""
-    fastdl.set_num_threads(threads)
+def measure_interleaved(calls, budget, warmup=()):
+    """Time several calls in interleaved rounds, so that a burst of load from elsewhere
+    on the machine hits all of them alike and their ratios stay fair.
+
+    ``calls`` maps names to zero-argument callables; returns name -> (first-call seconds,
+    median seconds, min seconds, timed repeats), or name -> the exception it raised. The
+    first call of each is timed alone (JIT compile or cache load lands there). Names in
+    ``warmup`` (compiled code, torch) then get one untimed warm-up call and are sampled
+    until ``budget`` seconds have passed and at least 3 samples were taken (or 3 budgets
+    passed, for slow entries). The others (the naive loops: nothing to warm) count their
+    first call as a sample and stop at the budget.
+    """
+    samples, firsts, outcome = {}, {}, {}
+    for name, call in calls.items():
+        try:
+            firsts[name] = time_call(call)
+            if name in warmup:
+                call()
+        except Exception as exc:  # a peer that cannot run this case must not stop the table
+            outcome[name] = exc
+            continue
+        samples[name] = [] if name in warmup else [firsts[name]]
+
+    def finished(name):
+        times, spent = samples[name], sum(samples[name])
+        if len(times) >= 10000:
+            return True
+        return spent >= budget and (len(times) >= 3 or spent >= 3 * budget or name not in warmup)
+
+    active = [name for name in samples if not finished(name)]
+    while active:
+        for name in active:
+            try:
+                samples[name].append(time_call(calls[name]))
+            except Exception as exc:
+                outcome[name] = exc
+                del samples[name]
+        active = [name for name in active if name in samples and not finished(name)]
+    for name, times in samples.items():
+        outcome[name] = (firsts[name], statistics.median(times), min(times), len(times))
+    return outcome
+
+
+def measure(call, budget, warmup=True):
+    """Time one call: (first-call seconds, median, min, timed repeats); see
+    ``measure_interleaved``."""
+    result = measure_interleaved({"call": call}, budget, ("call",) if warmup else ())["call"]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+@contextlib.contextmanager
+def same_threads(threads):
+    """Within the block, the same thread count for fastdl's compiled backends, PyTorch
+    and (through threadpoolctl, when installed) the BLAS behind the numpy backend; the
+    previous counts come back afterwards."""
+    previous = fastdl.get_num_threads()
     torch = _import_torch()
-    if torch is not None:
-        torch.set_num_threads(threads)
+    torch_previous = torch.get_num_threads() if torch is not None else None
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        return
-    threadpool_limits(limits=threads, user_api="blas")
+        blas_limits = contextlib.nullcontext()
+    else:
+        blas_limits = threadpool_limits(limits=threads, user_api="blas")
+    with blas_limits:
+        fastdl.set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            fastdl.set_num_threads(previous)
+            if torch is not None:
+                torch.set_num_threads(torch_previous)
 
 
 class _Progress:
-    """tqdm on stderr when installed, else a one-line counter."""
+    """tqdm on stderr when installed, else a one-line counter; one step per case."""
 
     def __init__(self, total, enabled=True):
-        self.total, self.done, self.bar = total, 0, None
-        self.enabled = enabled
+        self.total, self.done, self.bar, self.enabled = total, 0, None, enabled
         if not enabled:
             return
         try:
             from tqdm import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=total, file=sys.stderr, unit="entry", dynamic_ncols=True)
+        self.bar = tqdm(total=total, file=sys.stderr, unit="case", dynamic_ncols=True)
 
-    def step(self, text):
-        self.done += 1
+    def show(self, text):
+        """Name the case being measured now."""
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.set_postfix_str(text[-60:], refresh=False)
-            self.bar.update(1)
+            self.bar.set_postfix_str(text[-60:])
         else:
-            sys.stderr.write(f"\r[{self.done}/{self.total}] {text[-60:]:<60}")
+            sys.stderr.write(f"\r[{self.done + 1}/{self.total}] {text[-60:]:<60}")
             sys.stderr.flush()
+
+    def step(self):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
 
     def close(self):
         if self.bar is not None:
@@ -543,41 +593,43 @@ class _Progress:
 
 
 def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress=True):
-    """Measure every (case, backend) entry; returns a list of result dicts."""
+    """Measure every (case, backend) entry; returns a list of result dicts (one per
+    entry, in order; skipped and failed entries say so in "status")."""
     threads = threads or fastdl.get_num_threads()
-    set_threads(threads)
     results = []
-    bar = _Progress(len(case_list) * len(backends), progress)
-    try:
+    bar = _Progress(len(case_list), progress)
+    with same_threads(threads), contextlib.closing(bar):
         for case in case_list:
-            arrays = make_inputs(case, dtype)
-            work, unit = case.family.work(case, dtype)
-            for backend in backends:
-                results.append(_run_entry(case, arrays, backend, dtype, work, unit, budget))
-                bar.step(f"{case.id} {backend}")
-            del arrays
-    finally:
-        bar.close()
+            bar.show(case.id)
+            results += _run_case(case, backends, dtype, budget)
+            bar.step()
     _add_ratios(results)
     return results
 
 
-def _run_entry(case, arrays, backend, dtype, work, unit, budget):
-    row = dict(op=case.op, case=case.id, label=case.label, layout=case.layout, dtype=dtype,
-               backend=backend, work=work, unit=unit, status="ok", first_call_s=None,
-               median_s=None, min_s=None, repeats=0, rate=None, vs_naive=None, vs_torch=None)
-    call, why = entry_call(case, arrays, backend)
-    if call is None:
-        row["status"] = f"skipped: {why}"
-        return row
-    try:
-        first, median, fastest, repeats = measure(call, budget, warmup=backend != "naive")
-    except Exception as exc:  # a peer that cannot run this case must not stop the table
-        row["status"] = f"error: {type(exc).__name__}: {exc}"
-        return row
-    row.update(first_call_s=first, median_s=median, min_s=fastest, repeats=repeats,
-               rate=work / median / 1e9)
-    return row
+def _run_case(case, backends, dtype, budget):
+    arrays = make_inputs(case, dtype)
+    work, unit = case.family.work(case, dtype)
+    rows, calls = {}, {}
+    for backend in backends:
+        rows[backend] = dict(
+            op=case.op, case=case.id, label=case.label, layout=case.layout, dtype=dtype,
+            backend=backend, work=work, unit=unit, status="ok", first_call_s=None,
+            median_s=None, min_s=None, repeats=0, rate=None, vs_naive=None, vs_torch=None)
+        call, why = entry_call(case, arrays, backend)
+        if call is None:
+            rows[backend]["status"] = f"skipped: {why}"
+        else:
+            calls[backend] = call
+    warm = [backend for backend in calls if backend != "naive"]
+    for backend, result in measure_interleaved(calls, budget, warm).items():
+        if isinstance(result, Exception):
+            rows[backend]["status"] = f"error: {type(result).__name__}: {result}"
+            continue
+        first, median, fastest, repeats = result
+        rows[backend].update(first_call_s=first, median_s=median, min_s=fastest,
+                             repeats=repeats, rate=work / median / 1e9)
+    return list(rows.values())
 
 
 def _add_ratios(results):
@@ -838,7 +890,13 @@ def parse_args(argv=None):
                         help="skip the import / first-call measurement in subprocesses")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    most = fastdl._dispatch.max_num_threads()
+    if args.threads is not None and not 1 <= args.threads <= most:
+        parser.error(f"--threads must be in [1, {most}], got {args.threads}")
+    if args.budget is not None and args.budget <= 0:
+        parser.error(f"--budget must be > 0, got {args.budget}")
+    return args
 
 
 def main(argv=None):

@@ -94,6 +94,29 @@ def test_measure_times_first_call_apart(monkeypatch):
     assert (first, median, repeats) == (10.0, 10.0, 1)  # a naive call over budget: one sample
 
 
+def test_measure_interleaves_and_reports_errors(monkeypatch):
+    clock, order = {"now": 0.0}, []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+
+    def fake(name, seconds):
+        def call():
+            order.append(name)
+            clock["now"] += seconds
+        return call
+
+    def broken():
+        raise RuntimeError("no such kernel")
+
+    result = bench.measure_interleaved(
+        {"a": fake("a", 1.0), "b": fake("b", 2.0), "bad": broken, "naive": fake("naive", 9.0)},
+        budget=4.0, warmup=("a", "b", "bad"))
+    assert isinstance(result["bad"], RuntimeError)
+    assert result["a"] == (1.0, 1.0, 1.0, 4) and result["b"] == (2.0, 2.0, 2.0, 3)
+    assert result["naive"] == (9.0, 9.0, 9.0, 1)
+    # first + warm-up each, naive's first call only, then alternating rounds
+    assert order == ["a", "a", "b", "b", "naive"] + ["a", "b"] * 3 + ["a"]
+
+
 def test_missing_op_is_skipped_not_an_error(monkeypatch):
     case = bench.cases(quick=True, ops={"conv1d"})[0]
     monkeypatch.delattr(fastdl, "conv1d")
