@@ -818,7 +818,7 @@ def format_startup(rows):
     return "\n".join(lines)
 
 
-def write_plot(results, path):
+def write_plot(results, path, threads=None):
     """A PNG bar chart of each backend's speedup over PyTorch per case (log scale)."""
     try:
         import matplotlib
@@ -835,18 +835,23 @@ def write_plot(results, path):
     if not case_ids:
         raise RuntimeError("nothing to plot: no case has both a fastdl and a torch time")
     ratios = {(r["case"], r["backend"]): r["vs_torch"] for r in results}
-    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(case_ids) * max(1, len(backends))), 6))
-    width = 0.8 / max(1, len(backends))
+    labels = {r["case"]: f"{r['op']} {r['label']} {r['layout']}" for r in results}
+    # horizontal bars, one group per case top to bottom, so long labels stay readable
+    bar_height = 0.8 / len(backends)
+    fig, ax = plt.subplots(figsize=(10, 1.0 + 0.22 * len(case_ids) * len(backends)))
     for i, backend in enumerate(backends):
-        heights = [ratios.get((c, backend)) or 0 for c in case_ids]
-        ax.bar([j + i * width for j in range(len(case_ids))], heights, width, label=backend)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")
-    ax.set_ylabel("speedup vs PyTorch (torch time / fastdl time)")
-    ax.set_xticks([j + width * (len(backends) - 1) / 2 for j in range(len(case_ids))])
-    ax.set_xticklabels(case_ids, rotation=60, ha="right", fontsize=7)
-    ax.legend()
-    ax.set_title(f"fastdl vs PyTorch ({results[0]['dtype']})")
+        widths = [ratios.get((c, backend)) or 0 for c in case_ids]
+        ax.barh([j + i * bar_height for j in range(len(case_ids))], widths, bar_height,
+                label=backend)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("speedup vs PyTorch, same layout (torch time / fastdl time; > 1: faster)")
+    ax.set_yticks([j + bar_height * (len(backends) - 1) / 2 for j in range(len(case_ids))])
+    ax.set_yticklabels([labels[c] for c in case_ids], fontsize=8)
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    ax.set_title(f"fastdl vs PyTorch ({results[0]['dtype']}"
+                 + (f", {threads} threads)" if threads else ")"))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -939,7 +944,7 @@ def main(argv=None):
                 elapsed_s=elapsed), fh, indent=1)
     if args.plot:
         try:
-            write_plot(results, args.plot)
+            write_plot(results, args.plot, threads)
         except RuntimeError as exc:
             print(f"--plot: {exc}", file=sys.stderr)
             return 1
