@@ -692,6 +692,14 @@ def machine_info(threads):
             info["numba_threading_layer"] = f"not started (requested {numba.config.THREADING_LAYER})"
         except ImportError:
             pass
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        pass
+    else:
+        info["blas"] = ", ".join(sorted({f"{p.get('internal_api')} {p.get('version')}"
+                                         for p in threadpool_info()
+                                         if p.get("user_api") == "blas"})) or None
     torch = _import_torch()
     if torch is not None:
         lines = torch.__config__.parallel_info().splitlines()
@@ -772,17 +780,33 @@ def format_header(info):
         f"CPU: {info['cpu']} | {info['logical_cpus']} logical CPUs, {info['usable_cpus']} usable"
         f" | threads: {info['threads']} (fastdl and torch)",
         f"numba threading layer: {info['numba_threading_layer']}"
-        + (f" | torch: {info['torch_parallel']}" if info.get("torch_parallel") else ""),
+        + (f" | torch: {info['torch_parallel']}" if info.get("torch_parallel") else "")
+        + (f" | numpy BLAS: {info['blas']}" if info.get("blas") else ""),
         "backends: " + ", ".join(f"{k}={v if v == 'available' else 'unavailable'}"
                                  for k, v in info["backends"].items()),
     ]
     return "\n".join(lines)
 
 
+def _merge_skipped(results):
+    """One row for consecutive entries of a case skipped for the same reason (an op not
+    in this build skips every backend)."""
+    merged = []
+    for row in results:
+        last = merged[-1] if merged else None
+        if (last is not None and row["status"].startswith("skipped") and
+                (last["case"], last["status"]) == (row["case"], row["status"])):
+            merged[-1] = dict(last, backend=f"{last['backend']},{row['backend']}")
+        else:
+            merged.append(row)
+    return merged
+
+
 def format_table(results):
     header = ("op", "shape", "layout", "dtype", "backend", "median", "first call",
               "rate", "vs naive", "vs torch")
     rows = []
+    results = _merge_skipped(results)
     for r in results:
         if r["median_s"] is None:
             rows.append((r["op"], r["label"], r["layout"], r["dtype"], r["backend"],
