@@ -5,11 +5,11 @@ time, first-call time, GFLOP/s or GB/s, speedup vs the naive loop reference and 
 PyTorch); ``python -m fastdl.bench --help`` lists the options. The pytest-benchmark suite
 in ``benchmarks/`` runs the very same cases (``CASES`` below is the one registry).
 
-How a case is timed (``measure_interleaved``): each entry's first call is timed on its
-own and reported as "first call" (it includes Numba's compile or cache load), one more
-untimed warm-up call follows, then the entries are called in interleaved rounds (so load
-from elsewhere hits them alike) until each has had ``budget`` seconds and at least 3
-samples (or 3 budgets), and the median is reported (the minimum too, in JSON). PyTorch
+How an entry is timed (``measure``): its first call is timed on its own and reported as
+"first call" (it includes Numba's compile or cache load), one more untimed warm-up call
+follows, then the call repeats back to back until ``budget`` seconds have passed and it
+ran at least 3 times (or 3 budgets passed); the median is reported (the minimum too, in
+JSON). The entries of a case run one after another on the same inputs. PyTorch
 gets the same input layout (channels-last arrays are handed to it as ``channels_last``
 tensors without a copy, channels-first ones as plain contiguous tensors) and the same
 thread count. The naive references are plain Python loops: they run only on the cases
@@ -479,56 +479,32 @@ def time_call(call):
     return time.perf_counter() - start
 
 
-def measure_interleaved(calls, budget, warmup=()):
-    """Time several calls in interleaved rounds, so that a burst of load from elsewhere
-    on the machine hits all of them alike and their ratios stay fair.
-
-    ``calls`` maps names to zero-argument callables; returns name -> (first-call seconds,
-    median seconds, min seconds, timed repeats), or name -> the exception it raised. The
-    first call of each is timed alone (JIT compile or cache load lands there). Names in
-    ``warmup`` (compiled code, torch) then get one untimed warm-up call and are sampled
-    until ``budget`` seconds have passed and at least 3 samples were taken (or 3 budgets
-    passed, for slow entries). The others (the naive loops: nothing to warm) count their
-    first call as a sample and stop at the budget.
-    """
-    samples, firsts, outcome = {}, {}, {}
-    for name, call in calls.items():
-        try:
-            firsts[name] = time_call(call)
-            if name in warmup:
-                call()
-        except Exception as exc:  # a peer that cannot run this case must not stop the table
-            outcome[name] = exc
-            continue
-        samples[name] = [] if name in warmup else [firsts[name]]
-
-    def finished(name):
-        times, spent = samples[name], sum(samples[name])
-        if len(times) >= 10000:
-            return True
-        return spent >= budget and (len(times) >= 3 or spent >= 3 * budget or name not in warmup)
-
-    active = [name for name in samples if not finished(name)]
-    while active:
-        for name in active:
-            try:
-                samples[name].append(time_call(calls[name]))
-            except Exception as exc:
-                outcome[name] = exc
-                del samples[name]
-        active = [name for name in active if name in samples and not finished(name)]
-    for name, times in samples.items():
-        outcome[name] = (firsts[name], statistics.median(times), min(times), len(times))
-    return outcome
-
-
 def measure(call, budget, warmup=True):
-    """Time one call: (first-call seconds, median, min, timed repeats); see
-    ``measure_interleaved``."""
-    result = measure_interleaved({"call": call}, budget, ("call",) if warmup else ())["call"]
-    if isinstance(result, Exception):
-        raise result
-    return result
+    """Time ``call``: (first-call seconds, median seconds, min seconds, timed repeats).
+
+    The first call is timed alone (JIT compile or cache load lands there). With
+    ``warmup`` (compiled code, torch) it is not a sample: one more untimed call follows,
+    then calls repeat back to back until ``budget`` seconds have passed and at least 3
+    ran (or 3 budgets passed, for slow entries). Without it (the naive loops: nothing to
+    warm up) the first call is the first sample and one over the budget is the whole
+    measurement.
+
+    Entries are timed one after another, not interleaved: OpenBLAS and OpenMP worker
+    threads keep spinning for a while after a call, and on a 2-core machine the pool of
+    the previous entry then steals a core from the next one. Back to back, only the
+    first call and the warm-up pay for that.
+    """
+    first = time_call(call)
+    times = [] if warmup else [first]
+    if warmup:
+        call()
+    spent = sum(times)
+    while len(times) < 10000:
+        if spent >= budget and (len(times) >= 3 or spent >= 3 * budget or not warmup):
+            break
+        times.append(time_call(call))
+        spent += times[-1]
+    return first, statistics.median(times), min(times), len(times)
 
 
 @contextlib.contextmanager
@@ -610,27 +586,26 @@ def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress
 def _run_case(case, backends, dtype, budget):
     arrays = make_inputs(case, dtype)
     work, unit = case.family.work(case, dtype)
-    rows, calls = {}, {}
+    rows = []
     # the naive loops are an entry of the small cases only
     for backend in (b for b in backends if b != "naive" or case.naive):
-        rows[backend] = dict(
+        row = dict(
             op=case.op, case=case.id, label=case.label, layout=case.layout, dtype=dtype,
             backend=backend, work=work, unit=unit, status="ok", first_call_s=None,
             median_s=None, min_s=None, repeats=0, rate=None, vs_naive=None, vs_torch=None)
+        rows.append(row)
         call, why = entry_call(case, arrays, backend)
         if call is None:
-            rows[backend]["status"] = f"skipped: {why}"
-        else:
-            calls[backend] = call
-    warm = [backend for backend in calls if backend != "naive"]
-    for backend, result in measure_interleaved(calls, budget, warm).items():
-        if isinstance(result, Exception):
-            rows[backend]["status"] = f"error: {type(result).__name__}: {result}"
+            row["status"] = f"skipped: {why}"
             continue
-        first, median, fastest, repeats = result
-        rows[backend].update(first_call_s=first, median_s=median, min_s=fastest,
-                             repeats=repeats, rate=work / median / 1e9)
-    return list(rows.values())
+        try:
+            first, median, fastest, repeats = measure(call, budget, warmup=backend != "naive")
+        except Exception as exc:  # a peer that cannot run this case must not stop the table
+            row["status"] = f"error: {type(exc).__name__}: {exc}"
+            continue
+        row.update(first_call_s=first, median_s=median, min_s=fastest, repeats=repeats,
+                   rate=work / median / 1e9)
+    return rows
 
 
 def _add_ratios(results):

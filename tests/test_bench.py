@@ -96,27 +96,16 @@ def test_measure_times_first_call_apart(monkeypatch):
     assert (first, median, repeats) == (10.0, 10.0, 1)  # a naive call over budget: one sample
 
 
-def test_measure_interleaves_and_reports_errors(monkeypatch):
-    clock, order = {"now": 0.0}, []
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+def test_an_entry_that_raises_is_an_error_row(monkeypatch):
+    case = bench.cases(quick=True, ops={"conv1d"})[0]
 
-    def fake(name, seconds):
-        def call():
-            order.append(name)
-            clock["now"] += seconds
-        return call
-
-    def broken():
+    def broken(*args, **kwargs):
         raise RuntimeError("no such kernel")
 
-    result = bench.measure_interleaved(
-        {"a": fake("a", 1.0), "b": fake("b", 2.0), "bad": broken, "naive": fake("naive", 9.0)},
-        budget=4.0, warmup=("a", "b", "bad"))
-    assert isinstance(result["bad"], RuntimeError)
-    assert result["a"] == (1.0, 1.0, 1.0, 4) and result["b"] == (2.0, 2.0, 2.0, 3)
-    assert result["naive"] == (9.0, 9.0, 9.0, 1)
-    # first + warm-up each, naive's first call only, then alternating rounds
-    assert order == ["a", "a", "b", "b", "naive"] + ["a", "b"] * 3 + ["a"]
+    monkeypatch.setattr(fastdl, "conv1d", broken)
+    results = bench.run([case], ["numpy", "torch"], budget=0.01, progress=False)
+    assert results[0]["status"] == "error: RuntimeError: no such kernel"
+    assert results[1]["status"] == "ok" and results[1]["median_s"] > 0
 
 
 def test_missing_op_is_skipped_not_an_error(monkeypatch):
