@@ -1,0 +1,156 @@
+"""fastdl.bench: the CLI's JSON and plot, the timing protocol, skipping, and that every
+benchmark peer (PyTorch, naive reference) computes what the fastdl call computes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import bench
+
+from helpers import assert_close
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_KEYS = {"op", "case", "label", "layout", "dtype", "backend", "work", "unit", "status",
+               "first_call_s", "median_s", "min_s", "repeats", "rate", "vs_naive", "vs_torch"}
+
+
+def _has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_cli_quick_conv2d_writes_json_and_plot(tmp_path):
+    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    command = [sys.executable, "-m", "fastdl.bench", "--quick", "--ops", "conv2d",
+               "--budget", "0.01", "--no-progress", "--json", str(json_path)]
+    if _has_matplotlib():
+        command += ["--plot", str(png_path)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "vs torch" in proc.stdout and "start-up" in proc.stdout
+
+    data = json.loads(json_path.read_text())
+    assert set(data) >= {"machine", "settings", "results", "startup", "elapsed_s"}
+    assert data["machine"]["threads"] >= 1 and data["machine"]["numpy"] == np.__version__
+    assert data["settings"]["quick"] is True and data["settings"]["ops"] == ["conv2d"]
+    quick_conv2d = bench.cases(quick=True, ops={"conv2d"})
+    expected = [(case.id, entry) for case in quick_conv2d for entry in bench.ALL_BACKENDS
+                if entry != "naive" or case.naive]
+    assert [(row["case"], row["backend"]) for row in data["results"]] == expected
+    for row in data["results"]:
+        assert set(row) >= RESULT_KEYS
+        assert row["op"] == "conv2d" and row["dtype"] == "float32"
+        if row["status"] != "ok":
+            assert row["status"].startswith("skipped"), row
+            continue
+        assert row["median_s"] > 0 and row["first_call_s"] > 0 and row["repeats"] >= 1
+        assert row["min_s"] <= row["median_s"]
+        assert row["rate"] == pytest.approx(row["work"] / row["median_s"] / 1e9)
+    measured = {row["backend"] for row in data["results"] if row["status"] == "ok"}
+    available = {b for b, s in fastdl.backends().items() if s == "available"}
+    assert available <= measured and "naive" in measured
+    for entry in data["startup"]:
+        if entry["status"] == "ok":
+            assert entry["import_s"] > 0 and entry["first_call_s"] > 0
+    if _has_matplotlib():
+        assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratios_come_from_the_same_run():
+    small = [c for c in bench.cases(quick=True, ops={"conv2d"}) if c.naive]
+    results = bench.run(small, ["numpy", "torch", "naive"], "float64", budget=0.01,
+                        progress=False)
+    rows = {row["backend"]: row for row in results}
+    for row in results:
+        for peer in ("torch", "naive"):
+            if rows[peer]["median_s"] is None or row["median_s"] is None:
+                assert row[f"vs_{peer}"] is None
+            else:
+                assert row[f"vs_{peer}"] == pytest.approx(rows[peer]["median_s"] / row["median_s"])
+
+
+def test_measure_times_first_call_apart(monkeypatch):
+    """A fake clock: the first call "takes" 10 s (a compile), later ones 1 s."""
+    clock = {"now": 0.0, "calls": 0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["now"])
+
+    def call():
+        clock["calls"] += 1
+        clock["now"] += 10.0 if clock["calls"] == 1 else 1.0
+
+    first, median, fastest, repeats = bench.measure(call, budget=5.0)
+    assert (first, median, fastest, repeats) == (10.0, 1.0, 1.0, 5)
+    assert clock["calls"] == 1 + 1 + 5  # first, warm-up, timed repeats
+
+    clock.update(now=0.0, calls=0)
+    first, median, _, repeats = bench.measure(call, budget=5.0, warmup=False)
+    assert (first, median, repeats) == (10.0, 10.0, 1)  # a naive call over budget: one sample
+
+
+def test_an_entry_that_raises_is_an_error_row(monkeypatch):
+    case = bench.cases(quick=True, ops={"conv1d"})[0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setattr(fastdl, "conv1d", broken)
+    results = bench.run([case], ["numpy", "torch"], budget=0.01, progress=False)
+    assert results[0]["status"] == "error: RuntimeError: no such kernel"
+    assert results[1]["status"] == "ok" and results[1]["median_s"] > 0
+
+
+def test_missing_op_is_skipped_not_an_error(monkeypatch):
+    case = bench.cases(quick=True, ops={"conv1d"})[0]
+    monkeypatch.delattr(fastdl, "conv1d")
+    results = bench.run([case], ["numpy"], budget=0.01, progress=False)
+    assert results[0]["status"] == "skipped: fastdl.conv1d is not available in this build"
+    assert "skipped" in bench.format_table(results)
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    code = bench.main(["--quick", "--ops", "conv1d", "--plot", str(tmp_path / "x.png")])
+    assert code == 2 and "needs matplotlib" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_registry_covers_every_op():
+    ids = [case.id for case in bench.CASES]
+    assert len(ids) == len(set(ids))
+    for quick in (False, True):
+        assert {case.op for case in bench.cases(quick=quick)} == set(bench.OPS)
+    assert {case.op for case in bench.CASES if case.naive} == set(bench.OPS)
+
+
+@pytest.mark.parametrize("case", [c for c in bench.CASES if c.naive], ids=lambda c: c.id)
+def test_peers_compute_the_same_thing(case, torch):
+    """On the small cases: the benchmark's torch call, its naive reference call and its
+    fastdl call (numpy backend) agree, so the speedups compare equal work."""
+    assert case.channels_last  # the references' layout: outputs compare as they are
+    arrays = bench.make_inputs(case, "float64")
+    # torch returns logical N, C, spatial... (channels-last memory for these cases)
+    torch_out = case.family.torch(case, arrays, torch)().movedim(1, -1).numpy()
+    naive = case.family.naive(case, arrays)
+    has_op = getattr(fastdl, case.op, None) is not None
+    if naive is None and not has_op:
+        pytest.skip(f"neither fastdl.{case.op} nor its reference exists yet")
+    if naive is not None:
+        assert_close(torch_out, _main_output(naive()), np.float64)
+    if has_op:
+        assert_close(_main_output(case.family.fastdl(case, arrays, "numpy")()), torch_out,
+                     np.float64)
+
+
+def _main_output(result):
+    """The output array of a call that may also return extras, e.g. the reference
+    batch_norm's (out, new_running_mean, new_running_var)."""
+    return np.asarray(result[0] if isinstance(result, tuple) else result)
