@@ -37,7 +37,7 @@ cdef inline void _direct_row(const real* xp, const real* w, const real* bias, re
                              Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t dd, Py_ssize_t dh, Py_ssize_t dw,
                              Py_ssize_t groups) noexcept nogil:
-    """DIRECT path: one output row, inner loop over the output channels of a group."""
+    """DIRECT path: one output row, inner loop over output channels (contiguous)."""
     cdef Py_ssize_t o_per_group = out_c // groups
     cdef Py_ssize_t ow, kd, kh, kw, g, c, o, o_end
     cdef real* acc
@@ -54,6 +54,12 @@ cdef inline void _direct_row(const real* xp, const real* w, const real* bias, re
                     pixel = xp + (((n * in_d + od * sd + kd * dd) * in_h
                                    + oh * sh + kh * dh) * in_w + ow * sw + kw * dw) * in_c
                     tap = w + ((kd * k_h + kh) * k_w + kw) * c_per_group * out_c
+                    if o_per_group == 1:
+                        # depthwise-like: output o reads input channel o * c_per_group + c
+                        for c in range(c_per_group):
+                            for o in range(out_c):
+                                acc[o] += pixel[o * c_per_group + c] * tap[c * out_c + o]
+                        continue
                     for g in range(groups):
                         o_end = (g + 1) * o_per_group
                         for c in range(c_per_group):
@@ -114,6 +120,11 @@ cdef inline void _im2col_tile(const real* xp, const real* w, const real* bias, r
     time: gather their (tap, channel) patches, then one GEMM straight into out."""
     cdef Py_ssize_t o_per_group = out_c // groups
     cdef Py_ssize_t k_total = k_d * k_h * k_w * c_per_group
+    # With groups == 1 and dw == 1 a kernel row's k_w taps are one contiguous run of
+    # k_w * in_c input values: copy it in one loop.
+    cdef bint one_run = groups == 1 and dw == 1
+    cdef Py_ssize_t runs = 1 if one_run else k_w
+    cdef Py_ssize_t run_len = k_w * c_per_group if one_run else c_per_group
     cdef Py_ssize_t g, q, o, c, kd, kh, kw, n, od, oh, ow, rest
     cdef const real* pixel
     cdef real* row
@@ -134,10 +145,10 @@ cdef inline void _im2col_tile(const real* xp, const real* w, const real* bias, r
                 for kh in range(k_h):
                     pixel = xp + (((n * in_d + od * sd + kd * dd) * in_h + oh * sh + kh * dh)
                                   * in_w + ow * sw) * in_c + g * c_per_group
-                    for kw in range(k_w):
-                        for c in range(c_per_group):
+                    for kw in range(runs):
+                        for c in range(run_len):
                             row[c] = pixel[kw * dw * in_c + c]
-                        row += c_per_group
+                        row += run_len
         _gemm(<int>rows, <int>o_per_group, <int>k_total, patches, <int>k_total,
               w + g * o_per_group, <int>out_c, 1, out + q0 * out_c + g * o_per_group,
               <int>out_c)

@@ -5,12 +5,16 @@ compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) 
 from nopython code: its sgemm/dgemm addresses are registered with LLVM under our own
 symbol names at import, and the kernels reference those names, so ``cache=True`` stays
 valid across processes (no address is baked into the cached code).
+
+Arrays are passed flat with their shapes in ``dims``; hot loops index through ``_u``
+(uint64): with signed indices numba adds a negative-index wraparound check to every
+access, which stops LLVM vectorising the loop (7x slower copies, measured).
 """
 
 import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import prange, types, uint64 as _u
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
@@ -40,12 +44,12 @@ def _gemm(typingctx, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
             base = context.make_array(array_type)(context, builder, array).data
             return builder.gep(base, [offset])
 
-        def slot(value, from_type, to_type, llvm_type):
+        def slot(value, from_type, to_type):
             converted = context.cast(builder, value, from_type, to_type)
             return cgutils.alloca_once_value(builder, converted)
 
         def int_slot(value, from_type):
-            return slot(value, from_type, types.int32, int32)
+            return slot(value, from_type, types.int32)
 
         no_trans = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(8), ord("N")))
         fnty = ir.FunctionType(ir.VoidType(), [no_trans.type, no_trans.type]
@@ -60,7 +64,7 @@ def _gemm(typingctx, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
             cgutils.alloca_once_value(builder, ir.Constant(real, 1.0)),
             data(b_, ts[6], b_off_), int_slot(ldb_, ts[8]),
             data(a_, ts[3], a_off_), int_slot(lda_, ts[5]),
-            slot(beta_, ts[9], dtype, real),
+            slot(beta_, ts[9], dtype),
             data(c_, ts[10], c_off_), int_slot(ldc_, ts[12]),
         ])
         return context.get_dummy_value()
@@ -68,32 +72,48 @@ def _gemm(typingctx, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
     return sig, codegen
 
 
-@njit_parallel
-def _conv_direct(xp, w, bias, out, sd, sh, sw, dd, dh, dw, groups):
-    """DIRECT path: one task per output row, inner loop over a group's output channels."""
-    n_batch, out_d, out_h, out_w, out_c = out.shape
-    k_d, k_h, k_w, c_per_group, _ = w.shape
+@njit_serial
+def _direct_row(xp, w, bias, out, row_out, n, od, oh, in_d, in_h, in_w, in_c, out_w, out_c,
+                k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups):
+    """DIRECT path: one output row, inner loop over output channels (contiguous)."""
     o_per_group = out_c // groups
+    for ow in range(out_w):
+        acc = _u(row_out + ow * out_c)
+        for o in range(out_c):
+            out[_u(acc + o)] = bias[o]
+        for kd in range(k_d):
+            for kh in range(k_h):
+                for kw in range(k_w):
+                    pixel = (((n * in_d + od * sd + kd * dd) * in_h
+                              + oh * sh + kh * dh) * in_w + ow * sw + kw * dw) * in_c
+                    tap = ((kd * k_h + kh) * k_w + kw) * c_per_group * out_c
+                    if o_per_group == 1:
+                        # depthwise-like: output o reads input channel o * c_per_group + c
+                        for c in range(c_per_group):
+                            for o in range(out_c):
+                                out[_u(acc + o)] += (xp[_u(pixel + o * c_per_group + c)]
+                                                     * w[_u(tap + c * out_c + o)])
+                    else:
+                        for g in range(groups):
+                            for c in range(c_per_group):
+                                v = xp[_u(pixel + g * c_per_group + c)]
+                                w_row = tap + c * out_c
+                                for o in range(g * o_per_group, (g + 1) * o_per_group):
+                                    out[_u(acc + o)] += v * w[_u(w_row + o)]
+
+
+@njit_parallel
+def _conv_direct(x, w, bias, out, dims, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     rows = n_batch * out_d * out_h
     # One task per output row (n, od, oh): each thread writes only its own rows.
     for row in prange(rows):
         n = row // (out_d * out_h)
         od = (row // out_h) % out_d
         oh = row % out_h
-        for ow in range(out_w):
-            acc = out[n, od, oh, ow]
-            acc[:] = bias
-            for kd in range(k_d):
-                for kh in range(k_h):
-                    for kw in range(k_w):
-                        pixel = xp[n, od * sd + kd * dd, oh * sh + kh * dh, ow * sw + kw * dw]
-                        tap = w[kd, kh, kw]
-                        for g in range(groups):
-                            for c in range(c_per_group):
-                                v = pixel[g * c_per_group + c]
-                                # contiguous over output channels: vectorises
-                                for o in range(g * o_per_group, (g + 1) * o_per_group):
-                                    acc[o] += v * tap[c, o]
+        _direct_row(x, w, bias, out, row * out_w * out_c, n, od, oh, in_d, in_h, in_w, in_c,
+                    out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups)
 
 
 @njit_serial
@@ -123,7 +143,7 @@ def _shifted_tile(x, w, bias, out, buf, x_plane, out_plane, p0, rows, in_h, in_w
             dst = out_plane + (oh * out_w + ow) * out_c
             src = (p - p0) * out_c
             for o in range(out_c):
-                out[dst + o] = buf[src + o] + bias[o]
+                out[_u(dst + o)] = buf[_u(src + o)] + bias[o]
 
 
 @njit_parallel
@@ -156,9 +176,14 @@ def _im2col_tile(x, w, bias, out, patches, q0, rows, in_d, in_h, in_w, in_c, out
     time: gather their (tap, channel) patches, then one GEMM straight into out."""
     o_per_group = out_c // groups
     k_total = k_d * k_h * k_w * c_per_group
+    # With groups == 1 and dw == 1 a kernel row's k_w taps are one contiguous run of
+    # k_w * in_c input values: copy it in one loop.
+    one_run = groups == 1 and dw == 1
+    runs = 1 if one_run else k_w
+    run_len = k_w * c_per_group if one_run else c_per_group
     for q in range(q0, q0 + rows):
         for o in range(out_c):
-            out[q * out_c + o] = bias[o]
+            out[_u(q * out_c + o)] = bias[o]
     for g in range(groups):
         for q in range(q0, q0 + rows):
             ow = q % out_w
@@ -172,10 +197,11 @@ def _im2col_tile(x, w, bias, out, patches, q0, rows, in_d, in_h, in_w, in_c, out
                 for kh in range(k_h):
                     pixel = ((((n * in_d + od * sd + kd * dd) * in_h + oh * sh + kh * dh)
                               * in_w + ow * sw) * in_c + g * c_per_group)
-                    for kw in range(k_w):
-                        for c in range(c_per_group):
-                            patches[row + c] = x[pixel + kw * dw * in_c + c]
-                        row += c_per_group
+                    for kw in range(runs):
+                        src = pixel + kw * dw * in_c
+                        for c in range(run_len):
+                            patches[_u(row + c)] = x[_u(src + c)]
+                        row += run_len
         _gemm(rows, o_per_group, k_total, patches, 0, k_total, w, g * o_per_group, out_c,
               1.0, out, q0 * out_c + g * o_per_group, out_c)
 
@@ -200,12 +226,11 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded."""
     path, threads, tile_rows = _conv_plan.choose(out.shape, w.shape, stride, groups,
                                                  num_threads, out.itemsize)
+    dims = xp.shape + out.shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
+    flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
-        run_parallel(_conv_direct, threads, xp, w, bias, out, *stride, *dilation, groups)
+        run_parallel(_conv_direct, threads, *flat, threads)
         return
-    dims = xp.shape[:4] + (xp.shape[4],) + out.shape[1:] + w.shape[:4] + tuple(stride) \
-        + tuple(dilation) + (groups,)
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
     with _conv_plan.blas_single_threaded():
-        run_parallel(kernel, threads, xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1),
-                     dims, tile_rows, threads)
+        run_parallel(kernel, threads, *flat, tile_rows, threads)
