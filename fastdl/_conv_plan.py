@@ -30,20 +30,24 @@ GEMM_MIN_REDUCTION = 8
 # Per-tap GEMMs need at least this many input channels per group; else IM2COL.
 SHIFTED_MIN_IN_PER_GROUP = 16
 # Below this many multiply-adds a call runs on one thread (thread start-up dominates).
-SERIAL_MACS = 1 << 19
+# At 2**18 no single GEMM of the call reaches OpenBLAS's own threading threshold
+# (M*N*K > 65536 * 4), so such calls also skip limiting BLAS's threads (~10 us).
+SERIAL_MACS = 1 << 18
 # Bytes of the per-thread tile buffers (kept well inside L2).
 TILE_BYTES = 128 * 1024
 TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
 
 
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
-    """Return (path, threads, tile_rows) for one conv call."""
+    """Return (path, threads, tile_rows, limit_blas) for one conv call; limit_blas says
+    whether BLAS must be held to one thread around the kernel."""
     n, out_d, out_h, out_w, out_c = out_shape
     k_d, k_h, k_w, c_per_group, _ = w_shape
     taps = k_d * k_h * k_w
     o_per_group = out_c // groups
     macs = n * out_d * out_h * out_w * out_c * taps * c_per_group
-    threads = 1 if macs < SERIAL_MACS else max(1, num_threads)
+    tiny = macs < SERIAL_MACS
+    threads = 1 if tiny else max(1, num_threads)
     if o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
         path = DIRECT
     elif all(s == 1 for s in stride) and c_per_group >= SHIFTED_MIN_IN_PER_GROUP:
@@ -54,7 +58,7 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     # (taps * C_in/groups) patches. Size whichever buffer the path uses to TILE_BYTES.
     width = out_c if path == SHIFTED else taps * c_per_group
     tile_rows = min(TILE_MAX_ROWS, max(TILE_MIN_ROWS, TILE_BYTES // (itemsize * max(1, width))))
-    return path, threads, tile_rows
+    return path, threads, tile_rows, path != DIRECT and not tiny
 
 
 _blas_lock = threading.Lock()

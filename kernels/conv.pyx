@@ -176,7 +176,8 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef real* buf
     cdef int path, threads
     cdef Py_ssize_t tile_rows
-    path, threads, tile_rows = _conv_plan.choose(
+    cdef bint limit_blas
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
 
     if path == _conv_plan.DIRECT:
@@ -195,7 +196,7 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef Py_ssize_t width = out_c if path == _conv_plan.SHIFTED else k_total
     cdef real[:, ::1] scratch = np.empty((threads, tile_rows * width), dtype=np.asarray(out).dtype)
     cdef real* scratch_ptr = &scratch[0, 0]
-    with _conv_plan.blas_single_threaded():
+    with _conv_plan.blas_single_threaded(limit_blas):
         if path == _conv_plan.SHIFTED:
             # Tiles of grid positions inside one (n, od) plane; the last output pixel
             # of a plane is at grid position (out_h - 1) * in_w + out_w - 1.

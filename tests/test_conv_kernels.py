@@ -87,3 +87,25 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
         want = {"direct": _conv_plan.DIRECT, "im2col": _conv_plan.IM2COL,
                 "shifted": _conv_plan.IM2COL if strided else _conv_plan.SHIFTED}[path]
         assert seen == [want], f"kernel took path {seen}, expected {want}"
+
+
+@pytest.mark.parametrize("path", ["shifted", "im2col"])
+def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkeypatch):
+    """Overlapping calls from Python threads stay correct, and BLAS gets its own thread
+    count back once the last GEMM-path call has left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    before = [info["num_threads"] for info in threadpoolctl.threadpool_info()]
+    x = rng.standard_normal((2, 12, 13, 6))
+    w = rng.standard_normal((3, 3, 6, 8))
+    expected = _torch_conv(torch, 2, x, w, np.zeros(8), 1, 1, 1, 1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(
+            lambda _: fastdl.conv2d(x, w, padding=1, backend=backend), range(16)))
+    for got in results:
+        assert_close(got, expected, np.float64)
+    assert [info["num_threads"] for info in threadpoolctl.threadpool_info()] == before

@@ -224,7 +224,7 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
 
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded."""
-    path, threads, tile_rows = _conv_plan.choose(out.shape, w.shape, stride, groups,
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(out.shape, w.shape, stride, groups,
                                                  num_threads, out.itemsize)
     dims = xp.shape + out.shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
@@ -232,5 +232,5 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
         run_parallel(_conv_direct, threads, *flat, threads)
         return
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
-    with _conv_plan.blas_single_threaded():
+    with _conv_plan.blas_single_threaded(limit_blas):
         run_parallel(kernel, threads, *flat, tile_rows, threads)
