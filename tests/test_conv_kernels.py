@@ -115,3 +115,20 @@ def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkey
     for got in results:
         assert_close(got, expected, np.float64)
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_nan_and_inf_propagate_on_every_path(path, backend, dtype, torch, rng, monkeypatch):
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    x = rng.standard_normal((2, 9, 8, 4))
+    x[0, 2, 3, 1] = np.nan
+    x[1, 5, 5, 2] = np.inf
+    w = rng.standard_normal((3, 3, 4, 8))
+    b = rng.standard_normal(8)
+    expected = _torch_conv(torch, 2, x, w, b, 1, 1, 1, 1)
+    got = fastdl.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype), padding=1,
+                        backend=backend)
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    assert_close(got, expected, dtype)
