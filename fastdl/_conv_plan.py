@@ -33,8 +33,8 @@ SHIFTED_MIN_IN_PER_GROUP = 16
 # At 2**18 no single GEMM of the call reaches OpenBLAS's own threading threshold
 # (M*N*K > 65536 * 4), so such calls also skip limiting BLAS's threads (~10 us).
 SERIAL_MACS = 1 << 18
-# Bytes of the per-thread tile buffers (kept well inside L2).
-TILE_BYTES = 128 * 1024
+# Bytes of the per-thread tile buffer (measured: 512K beats 32K and 128K by 0-10%).
+TILE_BYTES = 512 * 1024
 TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
 
 
