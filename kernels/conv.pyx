@@ -133,13 +133,14 @@ cdef inline void _im2col_tile(const real* xp, const real* w, const real* bias, r
         for o in range(out_c):
             row[o] = bias[o]
     for g in range(groups):
+        # (n, od, oh, ow) of pixel q0, then stepped along (no divisions per pixel)
+        ow = q0 % out_w
+        rest = q0 // out_w
+        oh = rest % out_h
+        rest = rest // out_h
+        od = rest % out_d
+        n = rest // out_d
         for q in range(q0, q0 + rows):
-            ow = q % out_w
-            rest = q // out_w
-            oh = rest % out_h
-            rest = rest // out_h
-            od = rest % out_d
-            n = rest // out_d
             row = patches + (q - q0) * k_total
             for kd in range(k_d):
                 for kh in range(k_h):
@@ -149,6 +150,16 @@ cdef inline void _im2col_tile(const real* xp, const real* w, const real* bias, r
                         for c in range(run_len):
                             row[c] = pixel[kw * dw * in_c + c]
                         row += run_len
+            ow = ow + 1
+            if ow == out_w:
+                ow = 0
+                oh = oh + 1
+                if oh == out_h:
+                    oh = 0
+                    od = od + 1
+                    if od == out_d:
+                        od = 0
+                        n = n + 1
         _gemm(<int>rows, <int>o_per_group, <int>k_total, patches, <int>k_total,
               w + g * o_per_group, <int>out_c, 1, out + q0 * out_c + g * o_per_group,
               <int>out_c)

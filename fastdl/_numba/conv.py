@@ -185,13 +185,14 @@ def _im2col_tile(x, w, bias, out, patches, q0, rows, in_d, in_h, in_w, in_c, out
         for o in range(out_c):
             out[_u(q * out_c + o)] = bias[o]
     for g in range(groups):
+        # (n, od, oh, ow) of pixel q0, then stepped along (no divisions per pixel)
+        ow = q0 % out_w
+        rest = q0 // out_w
+        oh = rest % out_h
+        rest = rest // out_h
+        od = rest % out_d
+        n = rest // out_d
         for q in range(q0, q0 + rows):
-            ow = q % out_w
-            rest = q // out_w
-            oh = rest % out_h
-            rest = rest // out_h
-            od = rest % out_d
-            n = rest // out_d
             row = (q - q0) * k_total
             for kd in range(k_d):
                 for kh in range(k_h):
@@ -202,6 +203,16 @@ def _im2col_tile(x, w, bias, out, patches, q0, rows, in_d, in_h, in_w, in_c, out
                         for c in range(run_len):
                             patches[_u(row + c)] = x[_u(src + c)]
                         row += run_len
+            ow += 1
+            if ow == out_w:
+                ow = 0
+                oh += 1
+                if oh == out_h:
+                    oh = 0
+                    od += 1
+                    if od == out_d:
+                        od = 0
+                        n += 1
         _gemm(rows, o_per_group, k_total, patches, 0, k_total, w, g * o_per_group, out_c,
               1.0, out, q0 * out_c + g * o_per_group, out_c)
 
