@@ -10,8 +10,8 @@ steer tiny inputs onto each path):
   in a per-thread tile buffer; no im2col copy. Rows that fall in the padding columns are
   computed and dropped on the copy-out.
 - ``IM2COL``: everything else (strides > 1, or too few input channels per tap for a
-  per-tap GEMM, like the 3-channel first layers): a bounded per-thread patch buffer of a
-  few hundred output pixels, then one GEMM straight into the output.
+  per-tap GEMM, like the 3-channel first layers): a bounded per-thread patch buffer of
+  up to TILE_MAX_ROWS output pixels, then one GEMM straight into the output.
 
 Both GEMM paths split the output into tiles across our own threads and call BLAS on each
 tile, so BLAS itself must run single-threaded meanwhile (see ``blas_single_threaded``).
@@ -21,7 +21,6 @@ import contextlib
 import threading
 
 DIRECT, SHIFTED, IM2COL = 0, 1, 2
-PATH_NAMES = {DIRECT: "direct", SHIFTED: "shifted", IM2COL: "im2col"}
 
 # Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
 GEMM_MIN_OUT_PER_GROUP = 8
