@@ -37,9 +37,8 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 def _to_3d(array, nd, spatial_axis):
     """View an nd-spatial array as 3-d spatial by inserting unit dims at spatial_axis."""
-    for _ in range(3 - nd):
-        array = np.expand_dims(array, spatial_axis)
-    return array
+    shape = array.shape
+    return array.reshape(shape[:spatial_axis] + (1,) * (3 - nd) + shape[spatial_axis:])
 
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backend):

@@ -1,21 +1,43 @@
-# Cython conv kernel: channels-last, OpenMP-parallel over output rows.
-# Same contract as fastdl/_numba/conv.py; the Python wrapper (fastdl/conv.py) has already
-# validated every shape, so no bounds are checked here.
-from cython.parallel cimport prange
+# Cython conv kernels: channels-last, OpenMP-parallel over output tiles.
+# Same contract and the same three algorithms as fastdl/_numba/conv.py; the path, thread
+# count and tile size come from fastdl/_conv_plan.py (one rule for both backends). The
+# Python wrapper (fastdl/conv.py) has already validated every shape, so no bounds are
+# checked here.
+from cython.parallel cimport parallel, prange, threadid
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+from fastdl import _conv_plan
 
 ctypedef fused real:
     float
     double
 
 
-cdef inline void _conv_row(const real* xp, const real* w, const real* bias, real* out,
-                           Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
-                           Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
-                           Py_ssize_t out_w, Py_ssize_t out_c,
-                           Py_ssize_t k_d, Py_ssize_t k_h, Py_ssize_t k_w, Py_ssize_t c_per_group,
-                           Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
-                           Py_ssize_t dd, Py_ssize_t dh, Py_ssize_t dw,
-                           Py_ssize_t groups) noexcept nogil:
+cdef inline void _gemm(int m, int n, int k, const real* a, int lda, const real* b, int ldb,
+                       real beta, real* c, int ldc) noexcept nogil:
+    """Row-major C[m, n] = A[m, k] @ B[k, n] + beta * C. BLAS is column-major, where a
+    row-major matrix is its own transpose, so compute C^T = B^T A^T."""
+    cdef char no_trans = b'N'
+    cdef real one = 1
+    if real is float:
+        sgemm(&no_trans, &no_trans, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda,
+              &beta, <float*>c, &ldc)
+    else:
+        dgemm(&no_trans, &no_trans, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda,
+              &beta, <double*>c, &ldc)
+
+
+cdef inline void _direct_row(const real* xp, const real* w, const real* bias, real* out,
+                             Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
+                             Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
+                             Py_ssize_t out_w, Py_ssize_t out_c,
+                             Py_ssize_t k_d, Py_ssize_t k_h, Py_ssize_t k_w, Py_ssize_t c_per_group,
+                             Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t dd, Py_ssize_t dh, Py_ssize_t dw,
+                             Py_ssize_t groups) noexcept nogil:
+    """DIRECT path: one output row, inner loop over output channels (contiguous)."""
     cdef Py_ssize_t o_per_group = out_c // groups
     cdef Py_ssize_t ow, kd, kh, kw, g, c, o, o_end
     cdef real* acc
@@ -32,12 +54,115 @@ cdef inline void _conv_row(const real* xp, const real* w, const real* bias, real
                     pixel = xp + (((n * in_d + od * sd + kd * dd) * in_h
                                    + oh * sh + kh * dh) * in_w + ow * sw + kw * dw) * in_c
                     tap = w + ((kd * k_h + kh) * k_w + kw) * c_per_group * out_c
+                    if o_per_group == 1:
+                        # depthwise-like: output o reads input channel o * c_per_group + c
+                        for c in range(c_per_group):
+                            for o in range(out_c):
+                                acc[o] += pixel[o * c_per_group + c] * tap[c * out_c + o]
+                        continue
                     for g in range(groups):
                         o_end = (g + 1) * o_per_group
                         for c in range(c_per_group):
                             v = pixel[g * c_per_group + c]
                             for o in range(g * o_per_group, o_end):
                                 acc[o] += v * tap[c * out_c + o]
+
+
+cdef inline void _shifted_tile(const real* x_plane, const real* w, const real* bias,
+                               real* out_plane, real* buf, Py_ssize_t p0, Py_ssize_t rows,
+                               Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
+                               Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t out_c,
+                               Py_ssize_t k_d, Py_ssize_t k_h, Py_ssize_t k_w,
+                               Py_ssize_t c_per_group, Py_ssize_t dd, Py_ssize_t dh,
+                               Py_ssize_t dw, Py_ssize_t groups) noexcept nogil:
+    """SHIFTED path: grid positions p0 .. p0+rows of the (n, od) plane that starts at
+    x_plane (input) and out_plane (output). Grid position p
+    is (oh, ow) = divmod(p, in_w); for tap (kd, kh, kw) its input pixel is the flattened
+    padded grid shifted by ((kd*dd)*in_h + kh*dh)*in_w + kw*dw, so each tap is one GEMM
+    on a contiguous run of pixels (lda = in_c)."""
+    cdef Py_ssize_t o_per_group = out_c // groups
+    cdef Py_ssize_t kd, kh, kw, g, p, o, oh, ow, tap
+    cdef const real* a
+    cdef real beta
+    cdef real* dst
+    cdef real* src
+    for kd in range(k_d):
+        for kh in range(k_h):
+            for kw in range(k_w):
+                tap = (kd * k_h + kh) * k_w + kw
+                a = x_plane + (((kd * dd) * in_h + kh * dh) * in_w + kw * dw + p0) * in_c
+                beta = 0 if tap == 0 else 1
+                for g in range(groups):
+                    _gemm(<int>rows, <int>o_per_group, <int>c_per_group,
+                          a + g * c_per_group, <int>in_c,
+                          w + tap * c_per_group * out_c + g * o_per_group, <int>out_c,
+                          beta, buf + g * o_per_group, <int>out_c)
+    # Copy the valid grid positions (not the padding columns) out, adding the bias.
+    for p in range(p0, p0 + rows):
+        oh = p // in_w
+        ow = p - oh * in_w
+        if ow < out_w:
+            dst = out_plane + (oh * out_w + ow) * out_c
+            src = buf + (p - p0) * out_c
+            for o in range(out_c):
+                dst[o] = src[o] + bias[o]
+
+
+cdef inline void _im2col_tile(const real* xp, const real* w, const real* bias, real* out,
+                              real* patches, Py_ssize_t q0, Py_ssize_t rows,
+                              Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
+                              Py_ssize_t out_d, Py_ssize_t out_h, Py_ssize_t out_w,
+                              Py_ssize_t out_c, Py_ssize_t k_d, Py_ssize_t k_h, Py_ssize_t k_w,
+                              Py_ssize_t c_per_group, Py_ssize_t sd, Py_ssize_t sh,
+                              Py_ssize_t sw, Py_ssize_t dd, Py_ssize_t dh, Py_ssize_t dw,
+                              Py_ssize_t groups) noexcept nogil:
+    """IM2COL path: output pixels q0 .. q0+rows (flat over n, od, oh, ow), one group at a
+    time: gather their (tap, channel) patches, then one GEMM straight into out."""
+    cdef Py_ssize_t o_per_group = out_c // groups
+    cdef Py_ssize_t k_total = k_d * k_h * k_w * c_per_group
+    # With groups == 1 and dw == 1 a kernel row's k_w taps are one contiguous run of
+    # k_w * in_c input values: copy it in one loop.
+    cdef bint one_run = groups == 1 and dw == 1
+    cdef Py_ssize_t runs = 1 if one_run else k_w
+    cdef Py_ssize_t run_len = k_w * c_per_group if one_run else c_per_group
+    cdef Py_ssize_t g, q, o, c, kd, kh, kw, n, od, oh, ow, rest
+    cdef const real* pixel
+    cdef real* row
+    for q in range(q0, q0 + rows):
+        row = out + q * out_c
+        for o in range(out_c):
+            row[o] = bias[o]
+    for g in range(groups):
+        # (n, od, oh, ow) of pixel q0, then stepped along (no divisions per pixel)
+        ow = q0 % out_w
+        rest = q0 // out_w
+        oh = rest % out_h
+        rest = rest // out_h
+        od = rest % out_d
+        n = rest // out_d
+        for q in range(q0, q0 + rows):
+            row = patches + (q - q0) * k_total
+            for kd in range(k_d):
+                for kh in range(k_h):
+                    pixel = xp + (((n * in_d + od * sd + kd * dd) * in_h + oh * sh + kh * dh)
+                                  * in_w + ow * sw) * in_c + g * c_per_group
+                    for kw in range(runs):
+                        for c in range(run_len):
+                            row[c] = pixel[kw * dw * in_c + c]
+                        row += run_len
+            ow = ow + 1
+            if ow == out_w:
+                ow = 0
+                oh = oh + 1
+                if oh == out_h:
+                    oh = 0
+                    od = od + 1
+                    if od == out_d:
+                        od = 0
+                        n = n + 1
+        _gemm(<int>rows, <int>o_per_group, <int>k_total, patches, <int>k_total,
+              w + g * o_per_group, <int>out_c, 1, out + q0 * out_c + g * o_per_group,
+              <int>out_c)
 
 
 def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
@@ -52,16 +177,63 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef Py_ssize_t out_w = out.shape[3], out_c = out.shape[4]
     cdef Py_ssize_t in_d = xp.shape[1], in_h = xp.shape[2], in_w = xp.shape[3], in_c = xp.shape[4]
     cdef Py_ssize_t k_d = w.shape[0], k_h = w.shape[1], k_w = w.shape[2], c_per_group = w.shape[3]
+    cdef Py_ssize_t k_total = k_d * k_h * k_w * c_per_group
     cdef Py_ssize_t rows = n_batch * out_d * out_h, row, n, od, oh
+    cdef Py_ssize_t plane_len, tiles_per_plane, n_tiles, tile, plane, p0, q0, pixels
     cdef const real* xp_ptr = &xp[0, 0, 0, 0, 0]
     cdef const real* w_ptr = &w[0, 0, 0, 0, 0]
     cdef const real* b_ptr = &bias[0]
     cdef real* out_ptr = &out[0, 0, 0, 0, 0]
-    # One task per output row (n, od, oh): each thread writes only its own rows.
-    for row in prange(rows, nogil=True, num_threads=num_threads, schedule="static"):
-        n = row // (out_d * out_h)
-        od = (row // out_h) % out_d
-        oh = row % out_h
-        _conv_row(xp_ptr, w_ptr, b_ptr, out_ptr + row * out_w * out_c, n, od, oh,
-                  in_d, in_h, in_w, in_c, out_w, out_c, k_d, k_h, k_w, c_per_group,
-                  sd, sh, sw, dd, dh, dw, groups)
+    cdef real* buf
+    cdef int path, threads
+    cdef Py_ssize_t tile_rows
+    cdef bint limit_blas
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(
+        (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
+
+    if path == _conv_plan.DIRECT:
+        # One task per output row (n, od, oh): each thread writes only its own rows.
+        for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+            n = row // (out_d * out_h)
+            od = (row // out_h) % out_d
+            oh = row % out_h
+            _direct_row(xp_ptr, w_ptr, b_ptr, out_ptr + row * out_w * out_c, n, od, oh,
+                        in_d, in_h, in_w, in_c, out_w, out_c, k_d, k_h, k_w, c_per_group,
+                        sd, sh, sw, dd, dh, dw, groups)
+        return
+
+    # Per-thread scratch (SHIFTED: a tile of outputs; IM2COL: a tile of patches),
+    # allocated here so an allocation failure raises instead of failing in a thread.
+    cdef Py_ssize_t width = out_c if path == _conv_plan.SHIFTED else k_total
+    cdef real[:, ::1] scratch = np.empty((threads, tile_rows * width), dtype=np.asarray(out).dtype)
+    cdef real* scratch_ptr = &scratch[0, 0]
+    with _conv_plan.blas_single_threaded(limit_blas):
+        if path == _conv_plan.SHIFTED:
+            # Tiles of grid positions inside one (n, od) plane; the last output pixel
+            # of a plane is at grid position (out_h - 1) * in_w + out_w - 1.
+            plane_len = (out_h - 1) * in_w + out_w
+            tiles_per_plane = (plane_len + tile_rows - 1) // tile_rows
+            n_tiles = n_batch * out_d * tiles_per_plane
+            with nogil, parallel(num_threads=threads):
+                buf = scratch_ptr + threadid() * tile_rows * width
+                for tile in prange(n_tiles, schedule="static"):
+                    plane = tile // tiles_per_plane
+                    p0 = (tile % tiles_per_plane) * tile_rows
+                    n = plane // out_d
+                    od = plane % out_d
+                    _shifted_tile(xp_ptr + (n * in_d + od) * in_h * in_w * in_c, w_ptr, b_ptr,
+                                  out_ptr + plane * out_h * out_w * out_c, buf, p0,
+                                  min(tile_rows, plane_len - p0), in_h, in_w, in_c,
+                                  out_h, out_w, out_c, k_d, k_h, k_w, c_per_group,
+                                  dd, dh, dw, groups)
+        else:
+            pixels = rows * out_w
+            n_tiles = (pixels + tile_rows - 1) // tile_rows
+            with nogil, parallel(num_threads=threads):
+                buf = scratch_ptr + threadid() * tile_rows * width
+                for tile in prange(n_tiles, schedule="static"):
+                    q0 = tile * tile_rows
+                    _im2col_tile(xp_ptr, w_ptr, b_ptr, out_ptr, buf, q0,
+                                 min(tile_rows, pixels - q0), in_d, in_h, in_w, in_c,
+                                 out_d, out_h, out_w, out_c, k_d, k_h, k_w, c_per_group,
+                                 sd, sh, sw, dd, dh, dw, groups)

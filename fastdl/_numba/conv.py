@@ -1,37 +1,247 @@
-"""Numba conv kernel: channels-last, parallel over output rows."""
+"""Numba conv kernels: channels-last, the same three algorithms as kernels/conv.pyx.
 
-from numba import prange
+The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
+compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
+from nopython code: its sgemm/dgemm addresses are registered with LLVM under our own
+symbol names at import, and the kernels reference those names, so ``cache=True`` stays
+valid across processes (no address is baked into the cached code).
 
-from . import njit_parallel, run_parallel
+Arrays are passed flat with their shapes in ``dims``; hot loops index through ``_u``
+(uint64): with signed indices numba adds a negative-index wraparound check to every
+access, which stops LLVM vectorising the loop (7x slower copies, measured).
+"""
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import prange, types, uint64 as _u
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
+
+from .. import _conv_plan
+from . import njit_parallel, njit_serial, run_parallel
+
+_GEMM_SYMBOLS = {types.float32: "fastdl_cython_blas_sgemm", types.float64: "fastdl_cython_blas_dgemm"}
+for _dtype, _symbol in _GEMM_SYMBOLS.items():
+    llvm.add_symbol(_symbol, get_cython_function_address(
+        "scipy.linalg.cython_blas", "sgemm" if _dtype == types.float32 else "dgemm"))
+
+
+@intrinsic
+def _gemm(typingctx, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """Row-major C[m, n] = A[m, k] @ B[k, n] + beta * C on flat arrays at element offsets
+    (BLAS is column-major, where a row-major matrix is its transpose: C^T = B^T A^T)."""
+    dtype = c.dtype
+    sig = types.void(m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        m_, n_, k_, a_, a_off_, lda_, b_, b_off_, ldb_, beta_, c_, c_off_, ldc_ = args
+        int32 = ir.IntType(32)
+        real = context.get_value_type(dtype)
+        real_ptr = real.as_pointer()
+
+        def data(array, array_type, offset):
+            base = context.make_array(array_type)(context, builder, array).data
+            return builder.gep(base, [offset])
+
+        def slot(value, from_type, to_type):
+            converted = context.cast(builder, value, from_type, to_type)
+            return cgutils.alloca_once_value(builder, converted)
+
+        def int_slot(value, from_type):
+            return slot(value, from_type, types.int32)
+
+        no_trans = cgutils.alloca_once_value(builder, ir.Constant(ir.IntType(8), ord("N")))
+        fnty = ir.FunctionType(ir.VoidType(), [no_trans.type, no_trans.type]
+                               + [int32.as_pointer()] * 3 + [real_ptr] * 2 + [int32.as_pointer()]
+                               + [real_ptr, int32.as_pointer(), real_ptr, real_ptr,
+                                  int32.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _GEMM_SYMBOLS[dtype])
+        ts = signature.args
+        builder.call(fn, [
+            no_trans, no_trans,
+            int_slot(n_, ts[1]), int_slot(m_, ts[0]), int_slot(k_, ts[2]),
+            cgutils.alloca_once_value(builder, ir.Constant(real, 1.0)),
+            data(b_, ts[6], b_off_), int_slot(ldb_, ts[8]),
+            data(a_, ts[3], a_off_), int_slot(lda_, ts[5]),
+            slot(beta_, ts[9], dtype),
+            data(c_, ts[10], c_off_), int_slot(ldc_, ts[12]),
+        ])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit_serial
+def _direct_row(xp, w, bias, out, row_out, n, od, oh, in_d, in_h, in_w, in_c, out_w, out_c,
+                k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups):
+    """DIRECT path: one output row, inner loop over output channels (contiguous)."""
+    o_per_group = out_c // groups
+    for ow in range(out_w):
+        acc = _u(row_out + ow * out_c)
+        for o in range(out_c):
+            out[_u(acc + o)] = bias[o]
+        for kd in range(k_d):
+            for kh in range(k_h):
+                for kw in range(k_w):
+                    pixel = (((n * in_d + od * sd + kd * dd) * in_h
+                              + oh * sh + kh * dh) * in_w + ow * sw + kw * dw) * in_c
+                    tap = ((kd * k_h + kh) * k_w + kw) * c_per_group * out_c
+                    if o_per_group == 1:
+                        # depthwise-like: output o reads input channel o * c_per_group + c
+                        for c in range(c_per_group):
+                            for o in range(out_c):
+                                out[_u(acc + o)] += (xp[_u(pixel + o * c_per_group + c)]
+                                                     * w[_u(tap + c * out_c + o)])
+                    else:
+                        for g in range(groups):
+                            for c in range(c_per_group):
+                                v = xp[_u(pixel + g * c_per_group + c)]
+                                w_row = tap + c * out_c
+                                for o in range(g * o_per_group, (g + 1) * o_per_group):
+                                    out[_u(acc + o)] += v * w[_u(w_row + o)]
 
 
 @njit_parallel
-def _conv_ndhwc(xp, w, bias, out, sd, sh, sw, dd, dh, dw, groups):
-    n_batch, out_d, out_h, out_w, out_c = out.shape
-    k_d, k_h, k_w, c_per_group, _ = w.shape
-    o_per_group = out_c // groups
+def _conv_direct(x, w, bias, out, dims, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     rows = n_batch * out_d * out_h
     # One task per output row (n, od, oh): each thread writes only its own rows.
     for row in prange(rows):
         n = row // (out_d * out_h)
         od = (row // out_h) % out_d
         oh = row % out_h
-        for ow in range(out_w):
-            acc = out[n, od, oh, ow]
-            acc[:] = bias
+        _direct_row(x, w, bias, out, row * out_w * out_c, n, od, oh, in_d, in_h, in_w, in_c,
+                    out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups)
+
+
+@njit_serial
+def _shifted_tile(x, w, bias, out, buf, x_plane, out_plane, p0, rows, in_h, in_w, in_c,
+                  out_h, out_w, out_c, k_d, k_h, k_w, c_per_group, dd, dh, dw, groups):
+    """SHIFTED path: grid positions p0 .. p0+rows of one (n, od) plane (flat offsets
+    x_plane / out_plane). Grid position p is (oh, ow) = divmod(p, in_w); for tap
+    (kd, kh, kw) its input pixel is the flattened padded grid shifted by
+    ((kd*dd)*in_h + kh*dh)*in_w + kw*dw, so each tap is one GEMM on a contiguous run of
+    pixels (lda = in_c)."""
+    o_per_group = out_c // groups
+    for kd in range(k_d):
+        for kh in range(k_h):
+            for kw in range(k_w):
+                tap = (kd * k_h + kh) * k_w + kw
+                a_off = x_plane + (((kd * dd) * in_h + kh * dh) * in_w + kw * dw + p0) * in_c
+                beta = 0.0 if tap == 0 else 1.0
+                for g in range(groups):
+                    _gemm(rows, o_per_group, c_per_group, x, a_off + g * c_per_group, in_c,
+                          w, tap * c_per_group * out_c + g * o_per_group, out_c,
+                          beta, buf, g * o_per_group, out_c)
+    # Copy the valid grid positions (not the padding columns) out, adding the bias.
+    for p in range(p0, p0 + rows):
+        oh = p // in_w
+        ow = p - oh * in_w
+        if ow < out_w:
+            dst = out_plane + (oh * out_w + ow) * out_c
+            src = (p - p0) * out_c
+            for o in range(out_c):
+                out[_u(dst + o)] = buf[_u(src + o)] + bias[o]
+
+
+@njit_parallel
+def _conv_shifted(x, w, bias, out, dims, tile_rows, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
+    # Tiles of grid positions inside one (n, od) plane; the last output pixel of a plane
+    # is at grid position (out_h - 1) * in_w + out_w - 1.
+    plane_len = (out_h - 1) * in_w + out_w
+    tiles_per_plane = (plane_len + tile_rows - 1) // tile_rows
+    n_tiles = n_batch * out_d * tiles_per_plane
+    # One chunk of consecutive tiles per thread, each with its own tile buffer.
+    for chunk in prange(threads):
+        buf = np.empty(tile_rows * out_c, out.dtype)
+        for tile in range(chunk * n_tiles // threads, (chunk + 1) * n_tiles // threads):
+            plane = tile // tiles_per_plane
+            p0 = (tile % tiles_per_plane) * tile_rows
+            n = plane // out_d
+            od = plane % out_d
+            _shifted_tile(x, w, bias, out, buf, (n * in_d + od) * in_h * in_w * in_c,
+                          plane * out_h * out_w * out_c, p0, min(tile_rows, plane_len - p0),
+                          in_h, in_w, in_c, out_h, out_w, out_c, k_d, k_h, k_w,
+                          c_per_group, dd, dh, dw, groups)
+
+
+@njit_serial
+def _im2col_tile(x, w, bias, out, patches, q0, rows, in_d, in_h, in_w, in_c, out_d, out_h,
+                 out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups):
+    """IM2COL path: output pixels q0 .. q0+rows (flat over n, od, oh, ow), one group at a
+    time: gather their (tap, channel) patches, then one GEMM straight into out."""
+    o_per_group = out_c // groups
+    k_total = k_d * k_h * k_w * c_per_group
+    # With groups == 1 and dw == 1 a kernel row's k_w taps are one contiguous run of
+    # k_w * in_c input values: copy it in one loop.
+    one_run = groups == 1 and dw == 1
+    runs = 1 if one_run else k_w
+    run_len = k_w * c_per_group if one_run else c_per_group
+    for q in range(q0, q0 + rows):
+        for o in range(out_c):
+            out[_u(q * out_c + o)] = bias[o]
+    for g in range(groups):
+        # (n, od, oh, ow) of pixel q0, then stepped along (no divisions per pixel)
+        ow = q0 % out_w
+        rest = q0 // out_w
+        oh = rest % out_h
+        rest = rest // out_h
+        od = rest % out_d
+        n = rest // out_d
+        for q in range(q0, q0 + rows):
+            row = (q - q0) * k_total
             for kd in range(k_d):
                 for kh in range(k_h):
-                    for kw in range(k_w):
-                        pixel = xp[n, od * sd + kd * dd, oh * sh + kh * dh, ow * sw + kw * dw]
-                        tap = w[kd, kh, kw]
-                        for g in range(groups):
-                            for c in range(c_per_group):
-                                v = pixel[g * c_per_group + c]
-                                # contiguous over output channels: vectorises
-                                for o in range(g * o_per_group, (g + 1) * o_per_group):
-                                    acc[o] += v * tap[c, o]
+                    pixel = ((((n * in_d + od * sd + kd * dd) * in_h + oh * sh + kh * dh)
+                              * in_w + ow * sw) * in_c + g * c_per_group)
+                    for kw in range(runs):
+                        src = pixel + kw * dw * in_c
+                        for c in range(run_len):
+                            patches[_u(row + c)] = x[_u(src + c)]
+                        row += run_len
+            ow += 1
+            if ow == out_w:
+                ow = 0
+                oh += 1
+                if oh == out_h:
+                    oh = 0
+                    od += 1
+                    if od == out_d:
+                        od = 0
+                        n += 1
+        _gemm(rows, o_per_group, k_total, patches, 0, k_total, w, g * o_per_group, out_c,
+              1.0, out, q0 * out_c + g * o_per_group, out_c)
+
+
+@njit_parallel
+def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
+    pixels = n_batch * out_d * out_h * out_w
+    n_tiles = (pixels + tile_rows - 1) // tile_rows
+    k_total = k_d * k_h * k_w * c_per_group
+    for chunk in prange(threads):
+        patches = np.empty(tile_rows * k_total, out.dtype)
+        for tile in range(chunk * n_tiles // threads, (chunk + 1) * n_tiles // threads):
+            q0 = tile * tile_rows
+            _im2col_tile(x, w, bias, out, patches, q0, min(tile_rows, pixels - q0),
+                         in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c, k_d, k_h, k_w,
+                         c_per_group, sd, sh, sw, dd, dh, dw, groups)
 
 
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded."""
-    run_parallel(_conv_ndhwc, num_threads, xp, w, bias, out, *stride, *dilation, groups)
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(out.shape, w.shape, stride, groups,
+                                                 num_threads, out.itemsize)
+    dims = xp.shape + out.shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
+    flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
+    if path == _conv_plan.DIRECT:
+        run_parallel(_conv_direct, threads, *flat, threads)
+        return
+    kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
+    with _conv_plan.blas_single_threaded(limit_blas):
+        run_parallel(kernel, threads, *flat, tile_rows, threads)

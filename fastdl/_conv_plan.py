@@ -1,0 +1,105 @@
+"""How the compiled conv kernels split the work: one rule shared by numba and Cython.
+
+Three algorithms, chosen by shape (the thresholds are module attributes so tests can
+steer tiny inputs onto each path):
+
+- ``DIRECT``: plain loops vectorised along output channels, for convs whose per-group
+  matrices are too thin for BLAS to pay off (depthwise, few output channels per group).
+- ``SHIFTED``: stride 1 (any dilation). Each kernel tap is one GEMM over the flattened
+  padded channels-last grid shifted by the tap's offset (K = C_in/groups), accumulated
+  in a per-thread tile buffer; no im2col copy. Rows that fall in the padding columns are
+  computed and dropped on the copy-out.
+- ``IM2COL``: everything else (strides > 1, or too few input channels per tap for a
+  per-tap GEMM, like the 3-channel first layers): a bounded per-thread patch buffer of
+  up to TILE_MAX_ROWS output pixels, then one GEMM straight into the output.
+
+Both GEMM paths split the output into tiles across our own threads and call BLAS on each
+tile, so BLAS itself must run single-threaded meanwhile (see ``blas_single_threaded``).
+"""
+
+import contextlib
+import threading
+
+DIRECT, SHIFTED, IM2COL = 0, 1, 2
+
+# Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
+GEMM_MIN_OUT_PER_GROUP = 8
+# Fewer input channels per group * taps than this: K too short for a GEMM -> DIRECT.
+GEMM_MIN_REDUCTION = 8
+# Per-tap GEMMs need at least this many input channels per group; else IM2COL.
+SHIFTED_MIN_IN_PER_GROUP = 16
+# Below this many multiply-adds a call runs on one thread (thread start-up dominates).
+# At 2**18 no single GEMM of the call reaches OpenBLAS's own threading threshold
+# (M*N*K > 65536 * 4), so such calls also skip limiting BLAS's threads (~10 us).
+SERIAL_MACS = 1 << 18
+# Bytes of the per-thread tile buffer (measured: 512K beats 32K and 128K by 0-10%).
+TILE_BYTES = 512 * 1024
+TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
+
+
+def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
+    """Return (path, threads, tile_rows, limit_blas) for one conv call; limit_blas says
+    whether BLAS must be held to one thread around the kernel."""
+    n, out_d, out_h, out_w, out_c = out_shape
+    k_d, k_h, k_w, c_per_group, _ = w_shape
+    taps = k_d * k_h * k_w
+    o_per_group = out_c // groups
+    macs = n * out_d * out_h * out_w * out_c * taps * c_per_group
+    tiny = macs < SERIAL_MACS
+    threads = 1 if tiny else max(1, num_threads)
+    if o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
+        path = DIRECT
+    elif all(s == 1 for s in stride) and c_per_group >= SHIFTED_MIN_IN_PER_GROUP:
+        path = SHIFTED
+    else:
+        path = IM2COL
+    # SHIFTED tiles hold tile_rows x C_out outputs; IM2COL tiles hold tile_rows x
+    # (taps * C_in/groups) patches. Size whichever buffer the path uses to TILE_BYTES.
+    width = out_c if path == SHIFTED else taps * c_per_group
+    tile_rows = min(TILE_MAX_ROWS, max(TILE_MIN_ROWS, TILE_BYTES // (itemsize * max(1, width))))
+    return path, threads, tile_rows, path != DIRECT and not tiny
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = None
+_blas_controller = None
+
+
+def _controller():
+    global _blas_controller
+    if _blas_controller is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS the kernels call)
+            from threadpoolctl import ThreadpoolController
+            _blas_controller = ThreadpoolController().select(user_api="blas")
+        except Exception:  # threadpoolctl missing: BLAS may oversubscribe, still correct
+            _blas_controller = False
+    return _blas_controller
+
+
+@contextlib.contextmanager
+def blas_single_threaded(active=True):
+    """Run BLAS on one thread while our own threads each call it on their tiles.
+
+    Reference-counted so overlapping calls from several Python threads restore the
+    user's BLAS thread counts only when the last one leaves."""
+    global _blas_users, _blas_saved
+    controller = _controller() if active else False
+    if not controller:
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = [lib.get_num_threads() for lib in controller.lib_controllers]
+            for lib in controller.lib_controllers:
+                lib.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for lib, saved in zip(controller.lib_controllers, _blas_saved):
+                    lib.set_num_threads(saved)

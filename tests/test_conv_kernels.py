@@ -1,0 +1,134 @@
+"""Every compiled conv algorithm (direct, shifted GEMM, im2col GEMM) on every backend and
+dtype, against PyTorch in float64.
+
+The path is chosen by shape in fastdl/_conv_plan.py; these tests move its thresholds so
+that small inputs take each path, and shrink the tiles so tiles cross output rows and
+planes and end in partial tiles.
+"""
+
+import numpy as np
+import pytest
+
+import fastdl
+from fastdl import _conv_plan
+
+from helpers import assert_close
+
+# (nd, batch shape or None for unbatched, C_in, C_out, spatial, kernel, stride, padding,
+#  dilation, groups)
+CASES = [
+    (2, 3, 4, 6, (7, 9), (3, 3), 1, 1, 1, 1),
+    (2, 3, 4, 6, (7, 9), (3, 3), 1, "same", 2, 1),
+    (2, 2, 4, 8, (9, 8), (3, 2), (2, 1), 0, 1, 1),
+    (2, 2, 6, 9, (11, 10), (5, 4), 3, 2, (1, 2), 1),
+    (2, 2, 4, 8, (9, 10), (3, 3), 2, 1, 2, 2),
+    (2, 3, 8, 8, (6, 7), (3, 3), 1, 1, 1, 2),
+    (2, 2, 5, 10, (7, 7), (3, 3), 1, (1, 2), 1, 5),      # depthwise, multiplier 2
+    (2, 2, 6, 6, (8, 9), (5, 5), 2, 2, 1, 6),            # depthwise, strided
+    (2, None, 3, 16, (13, 11), (5, 5), 1, 2, 1, 1),      # exam-like, unbatched
+    (2, 3, 3, 8, (12, 12), (2, 2), 2, 0, 1, 1),          # exam-like 2x2 stride 2
+    (2, 1, 1, 8, (10, 10), (1, 1), 1, 0, 1, 1),
+    (1, 3, 4, 6, (17,), (3,), 1, 1, 1, 1),
+    (1, 2, 6, 4, (19,), (5,), 3, 2, 2, 2),
+    (1, None, 4, 4, (9,), (4,), 1, "same", 2, 1),
+    (3, 2, 4, 6, (5, 6, 7), (3, 3, 3), 1, 1, 1, 1),
+    (3, 1, 4, 4, (6, 7, 5), (2, 3, 2), (2, 1, 2), (1, 0, 1), (1, 2, 1), 2),
+    (3, None, 3, 3, (5, 5, 6), (3, 3, 3), 1, "same", 1, 3),
+]
+
+PATHS = {
+    # thresholds that send these small cases down each path
+    "direct": dict(GEMM_MIN_OUT_PER_GROUP=1 << 30),
+    "shifted": dict(GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
+                    SHIFTED_MIN_IN_PER_GROUP=1),
+    "im2col": dict(GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
+                   SHIFTED_MIN_IN_PER_GROUP=1 << 30),
+}
+
+
+def _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups):
+    """float64 oracle on channels-first copies of channels-last x and weights."""
+    x_t = torch.from_numpy(np.moveaxis(x, -1, 1).astype(np.float64))
+    w_t = torch.from_numpy(np.moveaxis(np.moveaxis(w, -1, 0), -1, 1).astype(np.float64))
+    b_t = torch.from_numpy(b.astype(np.float64))
+    conv = getattr(torch.nn.functional, f"conv{nd}d")
+    y = conv(x_t, w_t, b_t, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return np.moveaxis(y.numpy(), 1, -1)
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-g{c[9]}")
+def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeypatch):
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, groups = case
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    # Small tiles (5 rows) so tiles straddle rows and planes and end part-full; every
+    # call threaded.
+    monkeypatch.setattr(_conv_plan, "TILE_BYTES", 1)
+    monkeypatch.setattr(_conv_plan, "TILE_MIN_ROWS", 5)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (c_in,))
+    w = rng.standard_normal(kernel + (c_in // groups, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups)
+    if batch is None:
+        x, expected = x[0], expected[0]
+    conv = getattr(fastdl, f"conv{nd}d")
+    seen = []
+    original_choose = _conv_plan.choose
+    monkeypatch.setattr(_conv_plan, "choose",
+                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    got = conv(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
+               padding=padding, dilation=dilation, groups=groups, backend=backend)
+    assert_close(got, expected, dtype)
+    if backend != "numpy":
+        strided = any(s != 1 for s in np.broadcast_to(stride, (nd,)))
+        want = {"direct": _conv_plan.DIRECT, "im2col": _conv_plan.IM2COL,
+                "shifted": _conv_plan.IM2COL if strided else _conv_plan.SHIFTED}[path]
+        assert seen == [want], f"kernel took path {seen}, expected {want}"
+
+
+@pytest.mark.parametrize("path", ["shifted", "im2col"])
+def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkeypatch):
+    """Overlapping calls from Python threads stay correct, and BLAS gets its own thread
+    count back once the last GEMM-path call has left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+
+    def blas_threads():
+        return {info["filepath"]: info["num_threads"]
+                for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+
+    fastdl.conv2d(np.ones((1, 3, 3, 6)), np.ones((1, 1, 6, 8)), backend=backend)  # load BLAS
+    before = blas_threads()
+    x = rng.standard_normal((2, 12, 13, 6))
+    w = rng.standard_normal((3, 3, 6, 8))
+    expected = _torch_conv(torch, 2, x, w, np.zeros(8), 1, 1, 1, 1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(
+            lambda _: fastdl.conv2d(x, w, padding=1, backend=backend), range(16)))
+    for got in results:
+        assert_close(got, expected, np.float64)
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_nan_and_inf_propagate_on_every_path(path, backend, dtype, torch, rng, monkeypatch):
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    x = rng.standard_normal((2, 9, 8, 4))
+    x[0, 2, 3, 1] = np.nan
+    x[1, 5, 5, 2] = np.inf
+    w = rng.standard_normal((3, 3, 4, 8))
+    b = rng.standard_normal(8)
+    expected = _torch_conv(torch, 2, x, w, b, 1, 1, 1, 1)
+    got = fastdl.conv2d(x.astype(dtype), w.astype(dtype), b.astype(dtype), padding=1,
+                        backend=backend)
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    assert_close(got, expected, dtype)
