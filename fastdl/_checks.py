@@ -288,6 +288,12 @@ def pool_geometry(spatial, size, stride, padding, names=None):
             dim = names[axis] if names else f"spatial dim {axis}"
             raise ValueError(f"x: spatial dims must be non-empty, got {dim} = {n} "
                              f"(input spatial shape {tuple(spatial)})")
+    for axis, (n, k, (lo, hi)) in enumerate(zip(spatial, size, pads)):
+        if k > n + lo + hi:  # checked here too, for a message that names `size`
+            dim = names[axis] if names else f"spatial dim {axis}"
+            raise ValueError(f"size: the window {size} is larger than the padded input "
+                             f"({dim}: size {n} + padding {lo}+{hi}); input spatial shape "
+                             f"{tuple(spatial)}")
     out_spatial = window_output_shape(spatial, size, stride, pads, (1, 1), names)
     return size, stride, pads, out_spatial
 

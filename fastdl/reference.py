@@ -6,6 +6,7 @@ the benchmarks time them on small shapes.
 """
 
 import itertools
+import math
 
 import numpy as np
 
@@ -45,3 +46,39 @@ def conv_nd(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 out[(n, *pos, o)] = total
     assert c_in == c_per_group * groups
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+
+
+def _pool(x, size, stride, padding, reduce):
+    """Apply ``reduce(values)`` to the in-bounds input values of each window of a
+    batched channels-last x (N, H, W, C)."""
+    x = np.asarray(x, dtype=np.float64)
+    size, stride, pads, (out_h, out_w) = _checks.pool_geometry(x.shape[1:3], size, stride, padding)
+    out = np.empty((x.shape[0], out_h, out_w, x.shape[3]))
+    for n, i, j, c in itertools.product(*(range(s) for s in out.shape)):
+        values = []
+        for a in range(size[0]):
+            for b in range(size[1]):
+                row = i * stride[0] + a - pads[0][0]
+                col = j * stride[1] + b - pads[1][0]
+                if 0 <= row < x.shape[1] and 0 <= col < x.shape[2]:  # else: padding
+                    values.append(float(x[n, row, col, c]))
+        out[n, i, j, c] = reduce(values)
+    return out
+
+
+def max_pool2d(x, size=2, stride=None, padding=0):
+    """Max pooling of a batched channels-last x (N, H, W, C); padded cells are left out
+    and a window holding a NaN gives NaN. Returns float64."""
+    return _pool(x, size, stride, padding,
+                 lambda values: math.nan if any(map(math.isnan, values)) else max(values))
+
+
+def avg_pool2d(x, size=2, stride=None, padding=0):
+    """Average pooling of a batched channels-last x (N, H, W, C); padded cells count as
+    zeros (the divisor is always size_h * size_w). Returns float64."""
+    kh, kw = _checks.int_tuple("size", size, 2, 1)
+    return _pool(x, size, stride, padding, lambda values: sum(values) / (kh * kw))

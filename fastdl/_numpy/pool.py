@@ -27,6 +27,7 @@ def max_pool_nhwc(x, out, size, stride, pads, num_threads):
 def avg_pool_nhwc(x, out, size, stride, pads, num_threads):
     """Same contract as the compiled kernels; zero padding counts in the divisor."""
     out.fill(0)
-    for view in _taps(x, out, size, stride, pads, 0):
-        out += view
+    with np.errstate(invalid="ignore"):  # inf + -inf is NaN, as in the compiled kernels
+        for view in _taps(x, out, size, stride, pads, 0):
+            out += view
     out /= size[0] * size[1]
