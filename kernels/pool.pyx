@@ -30,7 +30,7 @@ cdef inline void _max_row(const real* x, real* dst_row, Py_ssize_t h_lo, Py_ssiz
                     v = src[c]
                     m = dst[c]
                     # NaN wins, as in PyTorch: a window holding a NaN gives NaN
-                    dst[c] = v if (v > m or v != v) else m
+                    dst[c] = v if (v > m) | (v != v) else m  # no branches: vectorises
 
 
 cdef inline void _sum_row(const real* x, real* dst_row, Py_ssize_t h_lo, Py_ssize_t h_hi,
