@@ -3,7 +3,8 @@
 The kernels work on channels-last (N, H, W, C) data and stream C contiguously; they
 skip window cells that fall in the padding instead of reading a padded copy, so an
 NHWC float input that is already C-contiguous is not copied at all. NCHW input is
-converted to channels-last once and the result converted back.
+pooled without a transpose, as N*C single-channel images (the kernels then run along
+the rows); an NCHW-shaped view of channels-last memory takes the channels-last path.
 """
 
 import numpy as np
@@ -39,13 +40,23 @@ def avg_pool2d(x, size=2, stride=None, padding=0, *, layout="NHWC", backend=None
 def _pool(kernel_name, x, size, stride, padding, layout, backend):
     spec = _checks.pool_arguments(x, size, stride, padding, layout)
     kernel = getattr(kernels("pool", backend), kernel_name)
-    n, channels = spec.x.shape[0], spec.x.shape[-1]
-    out = np.empty((n,) + spec.out_spatial + (channels,), dtype=spec.dtype)
-    if out.size:
-        # The one copy the kernel may need: C order, native bytes (NCHW -> NHWC here).
-        xc = np.ascontiguousarray(spec.x, dtype=spec.dtype)
-        kernel(xc, out, spec.size, spec.stride, (spec.pads[0][0], spec.pads[1][0]),
-               get_num_threads())
-    if spec.channels_first:
-        out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
+    n, in_h, in_w, channels = spec.x.shape
+    out_h, out_w = spec.out_spatial
+    pads = (spec.pads[0][0], spec.pads[1][0])  # bottom/right are implied by out's shape
+    if spec.channels_first and not spec.x.flags.c_contiguous:
+        # NCHW memory: pool the N*C planes in place as single-channel images.
+        out = np.empty((n, channels, out_h, out_w), dtype=spec.dtype)
+        if out.size:
+            planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype)
+            kernel(planes.reshape(n * channels, in_h, in_w, 1),
+                   out.reshape(n * channels, out_h, out_w, 1), spec.size, spec.stride, pads,
+                   get_num_threads())
+    else:
+        out = np.empty((n, out_h, out_w, channels), dtype=spec.dtype)
+        if out.size:
+            # The one copy the kernel may need: C order, native bytes.
+            xc = np.ascontiguousarray(spec.x, dtype=spec.dtype)
+            kernel(xc, out, spec.size, spec.stride, pads, get_num_threads())
+        if spec.channels_first:  # NCHW shape over channels-last memory: return NCHW
+            out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
     return out if spec.batched else out[0]

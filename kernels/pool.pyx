@@ -1,6 +1,7 @@
 # Cython pooling kernels: channels-last, OpenMP-parallel over output rows, C streamed
-# contiguously. Same contract as fastdl/_numba/pool.py; the Python wrapper
-# (fastdl/pool.py) has already validated every shape, so no bounds are checked here.
+# contiguously (with C == 1, i.e. NCHW planes, the inner loop runs over output columns).
+# Same contract as fastdl/_numba/pool.py; the Python wrapper (fastdl/pool.py) has
+# already validated every shape, so no bounds are checked here.
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 
@@ -9,51 +10,68 @@ ctypedef fused real:
     double
 
 
-cdef inline void _max_row(const real* x, real* dst_row, Py_ssize_t h_lo, Py_ssize_t h_hi,
+cdef inline void _column_range(Py_ssize_t tap, Py_ssize_t out_w, Py_ssize_t in_w,
+                               Py_ssize_t sw, Py_ssize_t pad_left,
+                               Py_ssize_t* first, Py_ssize_t* stop) noexcept nogil:
+    """Output columns ow whose input column ow*sw + tap - pad_left is inside the input."""
+    cdef Py_ssize_t last = in_w - 1 - tap + pad_left  # the largest ow*sw allowed
+    first[0] = (pad_left - tap + sw - 1) // sw if pad_left > tap else 0
+    stop[0] = 0
+    if last >= 0:
+        stop[0] = last // sw + 1 if last // sw + 1 < out_w else out_w
+
+
+cdef inline void _max_row(const real* x, real* dst, Py_ssize_t h_lo, Py_ssize_t h_hi,
                           Py_ssize_t in_w, Py_ssize_t channels, Py_ssize_t out_w,
                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t pad_left) noexcept nogil:
-    cdef Py_ssize_t ow, ih, iw, c, w0, w_lo, w_hi
+    cdef Py_ssize_t ow, ih, tap, c, first, stop
     cdef const real* src
-    cdef real* dst
+    cdef real* cell
     cdef real v, m
     for c in range(out_w * channels):
-        dst_row[c] = -INFINITY  # padded cells are skipped, so they never win
+        dst[c] = -INFINITY  # padded cells are skipped, so they never win
     for ih in range(h_lo, h_hi):  # stream the input row by row
-        for ow in range(out_w):
-            w0 = ow * sw - pad_left
-            w_lo = w0 if w0 > 0 else 0
-            w_hi = w0 + kw if w0 + kw < in_w else in_w
-            dst = dst_row + ow * channels
-            for iw in range(w_lo, w_hi):
-                src = x + (ih * in_w + iw) * channels
-                for c in range(channels):
-                    v = src[c]
-                    m = dst[c]
-                    # NaN wins, as in PyTorch: a window holding a NaN gives NaN
-                    dst[c] = v if (v > m) | (v != v) else m  # no branches: vectorises
+        for tap in range(kw):
+            _column_range(tap, out_w, in_w, sw, pad_left, &first, &stop)
+            src = x + (ih * in_w + tap - pad_left) * channels
+            if channels == 1:  # NCHW planes: run along the output columns
+                for ow in range(first, stop):
+                    v = src[ow * sw]
+                    m = dst[ow]
+                    # NaN wins, as in PyTorch; no branches, so the loop vectorises
+                    dst[ow] = v if (v > m) | (v != v) else m
+            else:
+                for ow in range(first, stop):
+                    cell = dst + ow * channels
+                    for c in range(channels):
+                        v = src[ow * sw * channels + c]
+                        m = cell[c]
+                        cell[c] = v if (v > m) | (v != v) else m
 
 
-cdef inline void _sum_row(const real* x, real* dst_row, Py_ssize_t h_lo, Py_ssize_t h_hi,
+cdef inline void _sum_row(const real* x, real* dst, Py_ssize_t h_lo, Py_ssize_t h_hi,
                           Py_ssize_t in_w, Py_ssize_t channels, Py_ssize_t out_w,
                           Py_ssize_t kw, Py_ssize_t sw, Py_ssize_t pad_left,
                           real scale) noexcept nogil:
-    cdef Py_ssize_t ow, ih, iw, c, w0, w_lo, w_hi
+    cdef Py_ssize_t ow, ih, tap, c, first, stop
     cdef const real* src
-    cdef real* dst
+    cdef real* cell
     for c in range(out_w * channels):
-        dst_row[c] = 0
+        dst[c] = 0
     for ih in range(h_lo, h_hi):
-        for ow in range(out_w):
-            w0 = ow * sw - pad_left
-            w_lo = w0 if w0 > 0 else 0
-            w_hi = w0 + kw if w0 + kw < in_w else in_w
-            dst = dst_row + ow * channels
-            for iw in range(w_lo, w_hi):
-                src = x + (ih * in_w + iw) * channels
-                for c in range(channels):
-                    dst[c] += src[c]
+        for tap in range(kw):
+            _column_range(tap, out_w, in_w, sw, pad_left, &first, &stop)
+            src = x + (ih * in_w + tap - pad_left) * channels
+            if channels == 1:
+                for ow in range(first, stop):
+                    dst[ow] += src[ow * sw]
+            else:
+                for ow in range(first, stop):
+                    cell = dst + ow * channels
+                    for c in range(channels):
+                        cell[c] += src[ow * sw * channels + c]
     for c in range(out_w * channels):
-        dst_row[c] *= scale
+        dst[c] *= scale
 
 
 cdef void _pool(const real* x, real* out, Py_ssize_t n_batch, Py_ssize_t in_h,

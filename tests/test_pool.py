@@ -72,10 +72,11 @@ def test_matches_reference_and_torch(backend, dtype, layout, op, shape, size, st
     x = rng.standard_normal(shape).astype(dtype)
     expected = OPS[op][1](x, size, stride, padding)
     assert_close(torch_pool(torch, op, x, size, stride, padding), expected, np.float64)
-    out = OPS[op][0](to_layout(x, layout), size, stride, padding, layout=layout,
-                     backend=backend)
-    assert_close(out, to_layout(expected, layout), dtype)
-    if layout == "NCHW":
+    # NCHW runs two paths: NCHW memory (pooled as planes) and a channels-last view
+    inputs = [to_layout(x, layout), np.ascontiguousarray(to_layout(x, layout))]
+    for x_in in inputs[: 1 + (layout == "NCHW")]:
+        out = OPS[op][0](x_in, size, stride, padding, layout=layout, backend=backend)
+        assert_close(out, to_layout(expected, layout), dtype)
         assert out.flags.c_contiguous
 
 
@@ -145,9 +146,9 @@ def test_nan_and_inf_propagate(backend, dtype, layout, op, rng, torch):
         expected = OPS[op][1](x, size, stride, padding)
         assert np.isnan(expected).any() and np.isinf(expected).any()
         assert_close(torch_pool(torch, op, x, size, stride, padding), expected, np.float64)
-        out = OPS[op][0](to_layout(x, layout), size, stride, padding, layout=layout,
-                         backend=backend)
-        assert_close(out, to_layout(expected, layout), dtype)
+        for x_in in (to_layout(x, layout), np.ascontiguousarray(to_layout(x, layout))):
+            out = OPS[op][0](x_in, size, stride, padding, layout=layout, backend=backend)
+            assert_close(out, to_layout(expected, layout), dtype)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -176,8 +177,9 @@ def pool_cases(draw):
     shape = (draw(st.integers(1, 2)),) + spatial + (draw(st.integers(1, 6)),)
     dtype = draw(st.sampled_from((np.float32, np.float64)))
     layout = draw(st.sampled_from(LAYOUTS))
+    contiguous = draw(st.booleans())  # for NCHW: NCHW memory, or a channels-last view
     seed = draw(st.integers(0, 2**32 - 1))
-    return shape, size, stride, padding, dtype, layout, seed
+    return shape, size, stride, padding, dtype, layout, contiguous, seed
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -187,9 +189,10 @@ def pool_cases(draw):
 def test_generated_cases_match_torch(backend_name, op, case):
     torch = _torch()
     _available(backend_name)
-    shape, size, stride, padding, dtype, layout, seed = case
+    shape, size, stride, padding, dtype, layout, contiguous, seed = case
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    out = OPS[op][0](to_layout(x, layout), size, stride, padding, layout=layout,
+    x_in = np.ascontiguousarray(to_layout(x, layout)) if contiguous else to_layout(x, layout)
+    out = OPS[op][0](x_in, size, stride, padding, layout=layout,
                      backend=backend_name)
     expected = torch_pool(torch, op, x, size, stride, padding)
     assert expected.shape[1:3] == fastdl.shapes.pool_output(shape[1:3], size, stride, padding)

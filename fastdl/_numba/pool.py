@@ -1,9 +1,22 @@
-"""Numba pooling kernels: channels-last, parallel over output rows, C streamed contiguously."""
+"""Numba pooling kernels on channels-last (N, H, W, C) data, parallel over output rows.
+
+The inner loop runs over C, contiguous in memory. With C == 1 (how the wrapper passes
+NCHW data: N*C planes of one channel) it runs over the output columns instead, so
+channels-first input is pooled in place without a transpose.
+"""
 
 import numpy as np
 from numba import prange
 
-from . import njit_parallel, run_parallel
+from . import njit_serial, njit_parallel, run_parallel
+
+
+@njit_serial
+def _column_range(tap, out_w, in_w, sw, pad_left):
+    """Output columns ow whose input column ow*sw + tap - pad_left is inside the input."""
+    first = (pad_left - tap + sw - 1) // sw if pad_left > tap else 0
+    last = in_w - 1 - tap + pad_left  # the largest ow*sw allowed
+    return first, (min(out_w, last // sw + 1) if last >= 0 else 0)
 
 
 @njit_parallel
@@ -16,24 +29,26 @@ def _max_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
         n = row // out_h
         oh = row % out_h
         h0 = oh * sh - pad_top
-        h_lo, h_hi = max(h0, 0), min(h0 + kh, in_h)
-        dst_row = out[n, oh]
-        for ow in range(out_w):
-            dst = dst_row[ow]
-            for c in range(channels):
-                dst[c] = -np.inf
-        for ih in range(h_lo, h_hi):  # stream the input row by row
-            src_row = x[n, ih]
-            for ow in range(out_w):
-                w0 = ow * sw - pad_left
-                dst = dst_row[ow]
-                for iw in range(max(w0, 0), min(w0 + kw, in_w)):
-                    src = src_row[iw]
-                    for c in range(channels):
-                        v = src[c]
-                        m = dst[c]
+        dst = out[n, oh]
+        dst[:] = -np.inf
+        for ih in range(max(h0, 0), min(h0 + kh, in_h)):  # stream the input row by row
+            src = x[n, ih]
+            for tap in range(kw):
+                first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
+                offset = tap - pad_left
+                if channels == 1:
+                    for ow in range(first, stop):
+                        v = src[ow * sw + offset, 0]
+                        m = dst[ow, 0]
                         # NaN wins, as in PyTorch: a window holding a NaN gives NaN
-                        dst[c] = v if (v > m or v != v) else m
+                        dst[ow, 0] = v if (v > m) | (v != v) else m
+                else:
+                    for ow in range(first, stop):
+                        iw = ow * sw + offset
+                        for c in range(channels):
+                            v = src[iw, c]
+                            m = dst[ow, c]
+                            dst[ow, c] = v if (v > m) | (v != v) else m
 
 
 @njit_parallel
@@ -46,25 +61,24 @@ def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
         n = row // out_h
         oh = row % out_h
         h0 = oh * sh - pad_top
-        h_lo, h_hi = max(h0, 0), min(h0 + kh, in_h)
-        dst_row = out[n, oh]
+        dst = out[n, oh]
+        dst[:] = 0
+        for ih in range(max(h0, 0), min(h0 + kh, in_h)):
+            src = x[n, ih]
+            for tap in range(kw):
+                first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
+                offset = tap - pad_left
+                if channels == 1:
+                    for ow in range(first, stop):
+                        dst[ow, 0] += src[ow * sw + offset, 0]
+                else:
+                    for ow in range(first, stop):
+                        iw = ow * sw + offset
+                        for c in range(channels):
+                            dst[ow, c] += src[iw, c]
         for ow in range(out_w):
-            dst = dst_row[ow]
             for c in range(channels):
-                dst[c] = 0
-        for ih in range(h_lo, h_hi):
-            src_row = x[n, ih]
-            for ow in range(out_w):
-                w0 = ow * sw - pad_left
-                dst = dst_row[ow]
-                for iw in range(max(w0, 0), min(w0 + kw, in_w)):
-                    src = src_row[iw]
-                    for c in range(channels):
-                        dst[c] += src[c]
-        for ow in range(out_w):
-            dst = dst_row[ow]
-            for c in range(channels):
-                dst[c] *= scale
+                dst[ow, c] *= scale
 
 
 def max_pool_nhwc(x, out, size, stride, pads, num_threads):
