@@ -23,6 +23,8 @@ def _column_range(tap, out_w, in_w, sw, pad_left):
 def _max_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
     n_batch, in_h, in_w, channels = x.shape
     _, out_h, out_w, _ = out.shape
+    rows_in = x.reshape(n_batch, in_h, in_w * channels)  # 1-d rows vectorise better
+    rows_out = out.reshape(n_batch, out_h, out_w * channels)
     # One task per output row (n, oh): each thread writes only its own rows. Taps that
     # fall in the padding are skipped, so padded cells never win.
     for row in prange(n_batch * out_h):
@@ -33,28 +35,33 @@ def _max_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
         dst[:] = -np.inf
         for ih in range(max(h0, 0), min(h0 + kh, in_h)):  # stream the input row by row
             src = x[n, ih]
-            for tap in range(kw):
-                first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
-                offset = tap - pad_left
-                if channels == 1:
+            if channels == 1:  # NCHW planes: run along the output columns, tap by tap
+                src_row, dst_row = rows_in[n, ih], rows_out[n, oh]
+                for tap in range(kw):
+                    first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
                     for ow in range(first, stop):
-                        v = src[ow * sw + offset, 0]
-                        m = dst[ow, 0]
+                        v = src_row[ow * sw + tap - pad_left]
+                        m = dst_row[ow]
                         # NaN wins, as in PyTorch: a window holding a NaN gives NaN
-                        dst[ow, 0] = v if (v > m) | (v != v) else m
-                else:
-                    for ow in range(first, stop):
-                        iw = ow * sw + offset
+                        dst_row[ow] = v if (v > m) | (v != v) else m
+            else:
+                for ow in range(out_w):
+                    w0 = ow * sw - pad_left
+                    cell = dst[ow]
+                    for iw in range(max(w0, 0), min(w0 + kw, in_w)):
+                        pixel = src[iw]
                         for c in range(channels):
-                            v = src[iw, c]
-                            m = dst[ow, c]
-                            dst[ow, c] = v if (v > m) | (v != v) else m
+                            v = pixel[c]
+                            m = cell[c]
+                            cell[c] = v if (v > m) | (v != v) else m
 
 
 @njit_parallel
 def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
     n_batch, in_h, in_w, channels = x.shape
     _, out_h, out_w, _ = out.shape
+    rows_in = x.reshape(n_batch, in_h, in_w * channels)
+    rows_out = out.reshape(n_batch, out_h, out_w * channels)
     # Padded cells count as zeros in the divisor (count_include_pad=True).
     scale = out.dtype.type(1.0) / out.dtype.type(kh * kw)
     for row in prange(n_batch * out_h):
@@ -65,17 +72,20 @@ def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
         dst[:] = 0
         for ih in range(max(h0, 0), min(h0 + kh, in_h)):
             src = x[n, ih]
-            for tap in range(kw):
-                first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
-                offset = tap - pad_left
-                if channels == 1:
+            if channels == 1:
+                src_row, dst_row = rows_in[n, ih], rows_out[n, oh]
+                for tap in range(kw):
+                    first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
                     for ow in range(first, stop):
-                        dst[ow, 0] += src[ow * sw + offset, 0]
-                else:
-                    for ow in range(first, stop):
-                        iw = ow * sw + offset
+                        dst_row[ow] += src_row[ow * sw + tap - pad_left]
+            else:
+                for ow in range(out_w):
+                    w0 = ow * sw - pad_left
+                    cell = dst[ow]
+                    for iw in range(max(w0, 0), min(w0 + kw, in_w)):
+                        pixel = src[iw]
                         for c in range(channels):
-                            dst[ow, c] += src[iw, c]
+                            cell[c] += pixel[c]
         for ow in range(out_w):
             for c in range(channels):
                 dst[ow, c] *= scale
