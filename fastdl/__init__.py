@@ -15,6 +15,7 @@ from ._dispatch import (
 )
 from .conv import conv1d, conv2d, conv3d
 from .norm import batch_norm, forward_batchnorm
+from .pool import avg_pool2d, max_pool2d
 from . import params, shapes
 
 __version__ = "0.1.0"
@@ -24,5 +25,6 @@ __all__ = [
     "set_num_threads", "use_backend",
     "conv1d", "conv2d", "conv3d",
     "batch_norm", "forward_batchnorm",
+    "max_pool2d", "avg_pool2d",
     "params", "shapes",
 ]

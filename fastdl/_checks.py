@@ -421,3 +421,69 @@ def forward_batchnorm_arguments(Z, gamma, beta, eps, cache_dict, beta_avg, mode)
             if key in cache_dict:
                 per_feature(f"cache_dict[{key!r}]", cache_dict[key], features)
     return Z, gamma, beta, eps, beta_avg, mode, cached
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+
+POOL_LAYOUTS = ("NHWC", "NCHW")
+
+
+def pool_geometry(spatial, size, stride, padding, names=None):
+    """Validated 2-d pooling geometry: (size, stride, pads, out_spatial).
+
+    ``size``/``stride``/``padding`` are ints or (h, w) tuples; ``stride=None`` means
+    ``size``; ``padding`` also takes "valid" and "same" (as for convolutions). As in
+    PyTorch, each padding may be at most half the window, so every window holds at
+    least one real input cell.
+    """
+    size = int_tuple("size", size, 2, minimum=1)
+    stride = size if stride is None else int_tuple("stride", stride, 2, minimum=1)
+    pads = padding_pairs(padding, 2, size, (1, 1), stride)
+    for (lo, hi), k in zip(pads, size):
+        if 2 * max(lo, hi) > k:
+            raise ValueError(
+                f"padding: must be at most half the window size {size} in each dim, got "
+                f"{padding!r} ((before, after) per dim: {pads})"
+            )
+    for axis, n in enumerate(spatial):
+        if n < 1:
+            dim = names[axis] if names else f"spatial dim {axis}"
+            raise ValueError(f"x: spatial dims must be non-empty, got {dim} = {n} "
+                             f"(input spatial shape {tuple(spatial)})")
+    for axis, (n, k, (lo, hi)) in enumerate(zip(spatial, size, pads)):
+        if k > n + lo + hi:  # checked here too, for a message that names `size`
+            dim = names[axis] if names else f"spatial dim {axis}"
+            raise ValueError(f"size: the window {size} is larger than the padded input "
+                             f"({dim}: size {n} + padding {lo}+{hi}); input spatial shape "
+                             f"{tuple(spatial)}")
+    out_spatial = window_output_shape(spatial, size, stride, pads, (1, 1), names)
+    return size, stride, pads, out_spatial
+
+
+class PoolSpec:
+    """Validated pooling arguments: x channels-last and batched (a view), geometry."""
+
+    __slots__ = ("x", "size", "stride", "pads", "out_spatial", "dtype", "batched",
+                 "channels_first")
+
+    def __init__(self, **fields):
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+
+def pool_arguments(x, size, stride, padding, layout):
+    """Validate a max_pool2d / avg_pool2d call; return a PoolSpec (x not yet copied)."""
+    layout = check_layout(layout, POOL_LAYOUTS)
+    channels_first = layout == "NCHW"
+    x = as_float_array("x", x)
+    check_rank("x", x, (3, 4), f"{layout} or unbatched {layout[1:]}")
+    batched = x.ndim == 4
+    if not batched:
+        x = x[np.newaxis]
+    if channels_first:  # a view: the one copy happens when the kernel input is made
+        x = np.moveaxis(x, 1, -1)
+    size, stride, pads, out_spatial = pool_geometry(x.shape[1:3], size, stride, padding,
+                                                    ("H", "W"))
+    return PoolSpec(x=x, size=size, stride=stride, pads=pads, out_spatial=out_spatial,
+                    dtype=x.dtype, batched=batched, channels_first=channels_first)

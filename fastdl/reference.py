@@ -6,6 +6,7 @@ the benchmarks time them on small shapes.
 """
 
 import itertools
+import math
 
 import numpy as np
 
@@ -93,3 +94,39 @@ def batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, runni
     new_mean = [decay * float(r) + (1 - decay) * m for r, m in zip(running_mean, mean)]
     new_var = [decay * float(r) + (1 - decay) * v for r, v in zip(running_var, var)]
     return out, np.array(new_mean), np.array(new_var)
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+
+
+def _pool(x, size, stride, padding, reduce):
+    """Apply ``reduce(values)`` to the in-bounds input values of each window of a
+    batched channels-last x (N, H, W, C)."""
+    x = np.asarray(x, dtype=np.float64)
+    size, stride, pads, (out_h, out_w) = _checks.pool_geometry(x.shape[1:3], size, stride, padding)
+    out = np.empty((x.shape[0], out_h, out_w, x.shape[3]))
+    for n, i, j, c in itertools.product(*(range(s) for s in out.shape)):
+        values = []
+        for a in range(size[0]):
+            for b in range(size[1]):
+                row = i * stride[0] + a - pads[0][0]
+                col = j * stride[1] + b - pads[1][0]
+                if 0 <= row < x.shape[1] and 0 <= col < x.shape[2]:  # else: padding
+                    values.append(float(x[n, row, col, c]))
+        out[n, i, j, c] = reduce(values)
+    return out
+
+
+def max_pool2d(x, size=2, stride=None, padding=0):
+    """Max pooling of a batched channels-last x (N, H, W, C); padded cells are left out
+    and a window holding a NaN gives NaN. Returns float64."""
+    return _pool(x, size, stride, padding,
+                 lambda values: math.nan if any(map(math.isnan, values)) else max(values))
+
+
+def avg_pool2d(x, size=2, stride=None, padding=0):
+    """Average pooling of a batched channels-last x (N, H, W, C); padded cells count as
+    zeros (the divisor is always size_h * size_w). Returns float64."""
+    kh, kw = _checks.int_tuple("size", size, 2, 1)
+    return _pool(x, size, stride, padding, lambda values: sum(values) / (kh * kw))

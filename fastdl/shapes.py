@@ -23,3 +23,16 @@ def conv_output(input_size, kernel_size, stride=1, padding=0, dilation=1):
     dilation = _checks.int_tuple("dilation", dilation, nd, minimum=1)
     pads = _checks.padding_pairs(padding, nd, kernel, dilation, stride)
     return _checks.window_output_shape(spatial, kernel, stride, pads, dilation)
+
+
+def pool_output(input_size, size, stride=None, padding=0):
+    """Spatial output size of a 2-d pooling, e.g. ``pool_output((128, 128), 2) == (64, 64)``.
+
+    ``input_size`` is an (H, W) tuple; ``size``, ``stride`` (default: ``size``) and
+    ``padding`` are ints or (h, w) tuples, with the rules of ``fastdl.max_pool2d``
+    (padding at most half the window). Raises ValueError if the window does not fit.
+    """
+    spatial = _as_sizes("input_size", input_size)
+    if len(spatial) != 2:
+        raise ValueError(f"input_size: expected (H, W), got {input_size!r}")
+    return _checks.pool_geometry(spatial, size, stride, padding)[3]
