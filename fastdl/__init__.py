@@ -16,6 +16,11 @@ from ._dispatch import (
 from .conv import conv1d, conv2d, conv3d
 from . import params, shapes
 
+# --- exam functions (nn, losses, optim, regularization, adversarial, metrics) ---
+from .nn import clip_grad_norm, dense, dropout, relu, sigmoid, softmax, tanh
+from .optim import optim_adam
+from . import adversarial, losses, metrics, nn, optim, regularization
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -23,4 +28,7 @@ __all__ = [
     "set_num_threads", "use_backend",
     "conv1d", "conv2d", "conv3d",
     "params", "shapes",
+    # exam functions
+    "dense", "sigmoid", "relu", "tanh", "softmax", "dropout", "clip_grad_norm", "optim_adam",
+    "nn", "losses", "optim", "regularization", "adversarial", "metrics",
 ]
