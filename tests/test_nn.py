@@ -97,6 +97,9 @@ def test_sigmoid_extremes_no_warning(dtype):
     assert np.all((out[:-1] >= 0) & (out[:-1] <= 1))
     assert out[0] == 0 and out[6] == 1 and out[3] == 0.5
     assert out[7] == 1 and out[8] == 0 and np.isnan(out[9])
+    # relative accuracy in the far tail (1 - sigmoid(50) computed naively would be 0)
+    tail = math.exp(-50) / (1 + math.exp(-50))
+    assert abs(float(out[2]) - tail) <= 1e-6 * tail
 
 
 def test_activations_vs_torch(rng, torch):
