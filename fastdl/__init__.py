@@ -18,6 +18,11 @@ from .norm import batch_norm, forward_batchnorm
 from .pool import avg_pool2d, max_pool2d
 from . import params, shapes
 
+# --- exam functions (nn, losses, optim, regularization, adversarial, metrics) ---
+from .nn import clip_grad_norm, dense, dropout, relu, sigmoid, softmax, tanh
+from .optim import optim_adam
+from . import adversarial, losses, metrics, nn, optim, regularization
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -27,4 +32,7 @@ __all__ = [
     "batch_norm", "forward_batchnorm",
     "max_pool2d", "avg_pool2d",
     "params", "shapes",
+    # exam functions
+    "dense", "sigmoid", "relu", "tanh", "softmax", "dropout", "clip_grad_norm", "optim_adam",
+    "nn", "losses", "optim", "regularization", "adversarial", "metrics",
 ]

@@ -487,3 +487,97 @@ def pool_arguments(x, size, stride, padding, layout):
                                                     ("H", "W"))
     return PoolSpec(x=x, size=size, stride=stride, pads=pads, out_spatial=out_spatial,
                     dtype=x.dtype, batched=batched, channels_first=channels_first)
+
+
+# ---------------------------------------------------------------------------------------
+# Exam functions: nn, losses, regularization, optim, adversarial, metrics (plain NumPy)
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_nonnegative(name, value):
+    """A finite real number >= 0 (learning rates, eps of FGSM, penalty strengths)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
+    return value
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {', '.join(map(repr, REDUCTIONS))}, "
+                         f"got {reduction!r}")
+    return reduction
+
+
+def check_same_shape(name_a, a, name_b, b):
+    """Raise unless two arrays have exactly the same shape (no silent broadcasting: an
+    (N,) target against (N, 1) predictions would otherwise give an (N, N) loss)."""
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape, got "
+                         f"{name_a} {a.shape} and {name_b} {b.shape}")
+
+
+def as_target_array(name, value, like):
+    """Labels/targets as a float array. Integer and bool targets (0/1 labels, one-hot)
+    take the predictions' dtype ``like`` so that they never upcast float32 predictions;
+    float targets are kept and follow np.result_type with the predictions."""
+    array = as_float_array(name, value)
+    source = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if source.dtype.kind in "biu":
+        array = array.astype(like, copy=False)
+    return array
+
+
+def check_probabilities(name, array):
+    """Raise if any value lies outside [0, 1] (NaN is let through, to propagate)."""
+    bad = (array < 0) | (array > 1)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: expected probabilities in [0, 1], got {array[index]!r} "
+                         f"at index {index} (shape {array.shape})")
+
+
+def check_binary_labels(name, array):
+    """Raise unless every value is 0 or 1."""
+    bad = (array != 0) & (array != 1)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: expected binary labels (0 or 1), got {array[index]!r} "
+                         f"at index {index} (shape {array.shape})")
+
+
+def writable_float_array(name, value):
+    """An ndarray that an in-place update can write to: float32/float64, writable."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array (updated in place), got "
+                        f"{type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a float32 or float64 array (updated in place), "
+                        f"got dtype {value.dtype}")
+    if not value.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only, but it is updated in place")
+    return value
+
+
+def check_gradients_cover(params, grads, params_name="params", grads_name="grads"):
+    """Raise unless ``grads`` holds a gradient for every name in ``params``, of the same
+    shape; returns {name: gradient as a float array}."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{params_name}: expected a dict of arrays, got {type(params).__name__}")
+    if not isinstance(grads, dict):
+        raise TypeError(f"{grads_name}: expected a dict of arrays, got {type(grads).__name__}")
+    missing = [name for name in params if name not in grads]
+    if missing:
+        raise ValueError(f"{grads_name}: no gradient for parameter(s) {missing}; "
+                         f"{grads_name} has {sorted(map(str, grads))}")
+    out = {}
+    for name, param in params.items():
+        grad = as_float_array(f"{grads_name}[{name!r}]", grads[name])
+        if grad.shape != np.shape(param):
+            raise ValueError(f"{grads_name}[{name!r}]: expected shape {np.shape(param)} "
+                             f"(the shape of {params_name}[{name!r}]), got {grad.shape}")
+        out[name] = grad
+    return out
