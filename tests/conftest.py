@@ -5,12 +5,14 @@ it): then a missing backend, or missing torch for the oracle tests, is a failure
 can never pass by skipping.
 """
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 import fastdl
+from helpers import exam_cases_path
 
 STRICT = os.environ.get("FASTDL_TEST_STRICT", "") not in ("", "0")
 BACKENDS = ("numba", "cython", "numpy")
@@ -52,3 +54,12 @@ def torch():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def exam_cases():
+    """The exams' worked answers (shared/exam_cases.json); skipped if absent, failed
+    under FASTDL_TEST_STRICT=1."""
+    path = exam_cases_path()
+    _require(path is not None, "shared/exam_cases.json was not found (set FASTDL_EXAM_CASES)")
+    return json.loads(path.read_text())

@@ -1,8 +1,11 @@
 """Test utilities: tolerances, memory-layout variants and a crash-proof subprocess runner."""
 
+import os
 import subprocess
 import sys
 import textwrap
+
+from pathlib import Path
 
 import numpy as np
 
@@ -55,3 +58,14 @@ def run_isolated(code, timeout=300):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def exam_cases_path():
+    """Where shared/exam_cases.json is: $FASTDL_EXAM_CASES, else a shared/ folder beside
+    the checkout (CI, a developer's checkout), inside it (a device machine's copy) or two
+    levels up (a git worktree under the checkout's parent). None if absent."""
+    root = Path(__file__).resolve().parents[1]
+    candidates = [os.environ.get("FASTDL_EXAM_CASES")]
+    candidates += [base / "shared" / "exam_cases.json"
+                   for base in (root.parent, root, root.parent.parent)]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)

@@ -7,10 +7,8 @@ reference answer serves both layouts.
 """
 
 import functools
-import json
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -346,17 +344,8 @@ def test_nan_and_inf_propagate(backend, dtype, layout, nd):
 # ---------------------------------------------------------------------------------------
 # The exams' output shapes, by running conv2d on real arrays
 
-# The shared folder sits next to the checkout (or inside it on a device machine's copy).
-_ROOT = Path(__file__).resolve().parents[1]
-EXAM_CASES = next((p for p in (_ROOT.parent / "shared" / "exam_cases.json",
-                               _ROOT / "shared" / "exam_cases.json",
-                               _ROOT.parent.parent / "shared" / "exam_cases.json")
-                   if p.exists()), None)
-
-
-@pytest.mark.skipif(EXAM_CASES is None, reason="shared/exam_cases.json not found")
-def test_exam_output_shapes(backend):
-    cases = [c for c in json.loads(EXAM_CASES.read_text())["output_shapes"] if "input_hwc" in c]
+def test_exam_output_shapes(backend, exam_cases):
+    cases = [c for c in exam_cases["output_shapes"] if "input_hwc" in c]
     assert cases
     for case in cases:
         h, w, c = case["input_hwc"]

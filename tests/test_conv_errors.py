@@ -9,7 +9,6 @@ The subprocess prints one JSON line per case: [label, exception type, message].
 import json
 from pathlib import Path
 
-import pytest
 
 from helpers import run_isolated
 

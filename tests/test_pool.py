@@ -2,7 +2,6 @@
 (fastdl.reference) and PyTorch in float64."""
 
 import json
-import os
 import threading
 
 import numpy as np
@@ -216,12 +215,8 @@ def test_pool_output():
         fastdl.shapes.pool_output((3, 3, 3), 2)
 
 
-def test_exam_output_shapes_on_real_arrays(backend):
-    path = os.environ.get("FASTDL_EXAM_CASES", "/work/shared/exam_cases.json")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} not found (set FASTDL_EXAM_CASES)")
-    with open(path) as fh:
-        cases = [c for c in json.load(fh)["output_shapes"] if "input_hwc" in c]
+def test_exam_output_shapes_on_real_arrays(backend, exam_cases):
+    cases = [c for c in exam_cases["output_shapes"] if "input_hwc" in c]
     assert cases
     for case in cases:
         # The exams' window geometry on an image with as many channels as filters:
