@@ -83,10 +83,8 @@ def _float64_bits(typingctx, value):
 
 # float32 constants (np.float32 globals stay float32 constants inside numba code).
 _F32_LOG2E = np.float32(1.44269504088896341)
-# ln2 = LN2_HI + LN2_LO; LN2_HI = 355/512 has 9 significant bits, so k*LN2_HI is exact
-# for |k| <= 2^15 in float32. LN2_LO_HALF multiplies 2k (see the module docstring).
-_F32_LN2_HI = np.float32(0.693359375)
-_F32_LN2_LO_HALF = np.float32(-2.12194440e-4 / 2)
+# The float32 reduction runs in float64 (ln2 to 53 bits), so it needs no split ln2.
+_F32_LN2 = 0.6931471805599453
 # Clamp bounds: exp(-104) and anything below rounds to 0, exp(89) overflows to inf.
 _F32_LO = np.float32(-104.0)
 _F32_HI = np.float32(89.0)
@@ -111,16 +109,17 @@ def exp32(x):
     xc = xc if xc < _F32_HI else _F32_HI
     t = xc * _F32_LOG2E
     k = np.int32(t + _F32_HALF) if t > 0 else np.int32(t - _F32_HALF)  # round to nearest
-    r = (xc - np.float32(k) * _F32_LN2_HI) - np.float32(k + k) * _F32_LN2_LO_HALF
+    # One float64 operation: exact enough (|k| <= 150) and nothing to reassociate.
+    r = np.float32(np.float64(xc) - np.float64(k) * _F32_LN2)
     p = ((((_F32_P0 * r + _F32_P1) * r + _F32_P2) * r + _F32_P3) * r + _F32_P4) * r + _F32_P5
     p = (p * r * r + r) + _F32_ONE
     # 2^k = 2^k1 * 2^k2 with both halves normal for |k| <= 150. The first is added into
     # p's exponent (exact: the result stays normal); the second is one rounded multiply,
     # which is where overflow to inf and gradual underflow happen correctly.
-    k1 = k >> 1
-    k2 = k - k1
-    scaled = _float32_from_bits(np.int32(_float32_bits(p) + (k1 << 23)))
-    y = scaled * _float32_from_bits(np.int32((k2 + 127) << 23))
+    k1 = np.int32(k >> 1)
+    k2 = np.int32(k - k1)
+    scaled = _float32_from_bits(np.int32(_float32_bits(p) + np.int32(k1 << 23)))
+    y = scaled * _float32_from_bits(np.int32(np.int32(k2 + 127) << 23))
     return y if x == x else x
 
 
@@ -154,7 +153,7 @@ def exp64(x):
     xc = xc if xc < _F64_HI else _F64_HI
     t = xc * _F64_LOG2E
     k = np.int32(t + 0.5) if t > 0 else np.int32(t - 0.5)
-    r = (xc - np.float64(k) * _F64_LN2_HI) - np.float64(k + k) * _F64_LN2_LO_HALF
+    r = (xc - np.float64(k) * _F64_LN2_HI) - np.float64(np.int32(k + k)) * _F64_LN2_LO_HALF
     p = _F64_C13 * r + _F64_C12
     p = p * r + _F64_C11
     p = p * r + _F64_C10
