@@ -15,18 +15,22 @@ float32, -708.40 for float64) are not flushed: they come from one correctly roun
 multiplication of an accurate value, so they are within about 1 ulp of the smallest
 subnormal; below about -103.97 (float32) / -745.13 (float64) the result is 0.
 
-Algorithm: x = k*ln2 + r with |r| <= ln2/2 (Cody-Waite, two-part ln2), a polynomial for
-exp(r), then a scale by 2^k done in two exact halves built from integer bit patterns.
-The code is written to stay correct under the project's fastmath flags (which include
-"reassoc" and reach this code through inlining whatever the caller's flags are):
-- k*ln2_hi and k*ln2_lo use different float values of k (k and 2k), so reassociation
-  cannot factor them into k*(ln2_hi + ln2_lo) and lose the extra precision;
+Algorithm: x = k*ln2 + r with |r| <= ln2/2, a polynomial for exp(r) (Cephes' minimax for
+float32, Taylor to degree 13 for float64), then a scale by 2^k in two exact halves built
+from integer bit patterns. The code must stay correct under the project's fastmath flags,
+which include "reassoc" and reach this code through inlining whatever the caller's own
+flags are (tests/test_fastmath.py fails if any of these points is undone):
+- float32: the reduction r = x - k*ln2 is one float64 operation (exact enough for
+  |k| <= 150), so there is no chain of float32 operations to reassociate;
+- float64: Cody-Waite with a two-part ln2; k*LN2_HI and 2k*(LN2_LO/2) use different
+  float values of k, because LLVM (and GCC) otherwise factor them back into
+  k*(LN2_HI + LN2_LO) and the extra precision is lost (errors of ~100 ulp);
 - the 2^k scale goes through integer bit operations, so it cannot be reassociated into
   a single 2^k that would overflow or underflow early;
 - no float rounding tricks (x + 1.5*2^23 - 1.5*2^23 folds to x under reassoc): k comes
   from a truncating conversion of a clamped, finite value, which is defined and
   vectorises (a NaN would be undefined in the conversion, so it is clamped away and the
-  NaN is put back at the end).
+  NaN is put back at the end). Integers are kept int32 so the loop vectorises fully.
 """
 
 import numpy as np
