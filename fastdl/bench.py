@@ -9,7 +9,12 @@ How an entry is timed (``measure``): its first call is timed on its own and repo
 "first call" (it includes Numba's compile or cache load), one more untimed warm-up call
 follows, then the call repeats back to back until ``budget`` seconds have passed and it
 ran at least 3 times (or 3 budgets passed); the median is reported (the minimum too, in
-JSON). The entries of a case run one after another on the same inputs. PyTorch
+JSON). Each entry kind (numba, cython, numpy, torch, naive) is timed in its own
+worker process, which builds the case's inputs itself (seeded, so every worker gets the
+same arrays); one worker runs at a time, the case's entries one after another: the
+OpenMP / BLAS thread pools of one library keep spinning after a call and, on few cores,
+steal them from the next library's threads, so sharing a process distorts the ratios
+(see ``_Worker``). The workers live for the whole run (numba compiles once). PyTorch
 gets the same input layout (channels-last arrays are handed to it as ``channels_last``
 tensors without a copy, channels-first ones as plain contiguous tensors) and the same
 thread count. The naive references are plain Python loops: they run only on the cases
@@ -489,10 +494,10 @@ def measure(call, budget, warmup=True):
     warm up) the first call is the first sample and one over the budget is the whole
     measurement.
 
-    Entries are timed one after another, not interleaved: OpenBLAS and OpenMP worker
-    threads keep spinning for a while after a call, and on a 2-core machine the pool of
-    the previous entry then steals a core from the next one. Back to back, only the
-    first call and the warm-up pay for that.
+    Repeats run back to back, not interleaved with other entries: OpenBLAS and OpenMP
+    worker threads keep spinning for a while after a call, and on a 2-core machine the
+    pool of the previous entry then steals a core from the next one (which is also why
+    ``run`` times each library in its own process).
     """
     first = time_call(call)
     times = [] if warmup else [first]
@@ -508,27 +513,32 @@ def measure(call, budget, warmup=True):
 
 
 @contextlib.contextmanager
-def same_threads(threads):
+def same_threads(threads, libraries=("fastdl", "torch", "blas")):
     """Within the block, the same thread count for fastdl's compiled backends, PyTorch
     and (through threadpoolctl, when installed) the BLAS behind the numpy backend; the
-    previous counts come back afterwards."""
-    previous = fastdl.get_num_threads()
-    torch = _import_torch()
+    previous counts come back afterwards. ``libraries`` limits which of the three are
+    touched (a worker sets only its own: setting torch's would import it)."""
+    previous = fastdl.get_num_threads() if "fastdl" in libraries else None
+    torch = _import_torch() if "torch" in libraries else None
     torch_previous = torch.get_num_threads() if torch is not None else None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        blas_limits = contextlib.nullcontext()
-    else:
-        blas_limits = threadpool_limits(limits=threads, user_api="blas")
+    blas_limits = contextlib.nullcontext()
+    if "blas" in libraries:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            blas_limits = threadpool_limits(limits=threads, user_api="blas")
     with blas_limits:
-        fastdl.set_num_threads(threads)
+        if previous is not None:
+            fastdl.set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
         try:
             yield threads
         finally:
-            fastdl.set_num_threads(previous)
+            if previous is not None:
+                fastdl.set_num_threads(previous)
             if torch is not None:
                 torch.set_num_threads(torch_previous)
 
@@ -568,44 +578,176 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress=True):
+def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress=True,
+        isolated=True, worker_info=None):
     """Measure every (case, backend) entry; returns a list of result dicts (one per
-    entry, in order; skipped and failed entries say so in "status")."""
+    entry, in order; skipped and failed entries say so in "status").
+
+    ``isolated`` (the default): each entry kind runs in its own worker process (see
+    ``_Worker``), one worker at a time; otherwise everything runs in this process.
+    ``worker_info``: a dict to fill with what each worker reports about itself (its pid,
+    which heavy libraries it imported, numba's threading layer)."""
     threads = threads or fastdl.get_num_threads()
     results = []
     bar = _Progress(len(case_list), progress)
-    with same_threads(threads), contextlib.closing(bar):
-        for case in case_list:
-            bar.show(case.id)
-            results += _run_case(case, backends, dtype, budget)
-            bar.step()
+    if not isolated:
+        with same_threads(threads), contextlib.closing(bar):
+            for case in case_list:
+                bar.show(case.id)
+                arrays = make_inputs(case, dtype)
+                results += [_measure_entry(case, backend, dtype, budget, arrays)
+                            for backend in _entries(case, backends)]
+                bar.step()
+        _add_ratios(results)
+        return results
+    workers = {}
+    try:
+        with contextlib.closing(bar):
+            for case in case_list:
+                for backend in _entries(case, backends):
+                    bar.show(f"{case.id} {backend}")
+                    results.append(_ask_worker(workers, backend, threads, dict(
+                        case=case.id, dtype=dtype, budget=budget), case))
+                bar.step()
+        if worker_info is not None:
+            for kind, worker in workers.items():
+                with contextlib.suppress(_WorkerDied):
+                    worker_info[kind] = worker.ask(dict(info=True))
+    finally:
+        for worker in workers.values():
+            worker.close()
     _add_ratios(results)
     return results
 
 
-def _run_case(case, backends, dtype, budget):
-    arrays = make_inputs(case, dtype)
+def _entries(case, backends):
+    """The entries of a case: the naive loops are an entry of the small cases only."""
+    return [b for b in backends if b != "naive" or case.naive]
+
+
+def _new_row(case, backend, dtype):
     work, unit = case.family.work(case, dtype)
-    rows = []
-    # the naive loops are an entry of the small cases only
-    for backend in (b for b in backends if b != "naive" or case.naive):
-        row = dict(
-            op=case.op, case=case.id, label=case.label, layout=case.layout, dtype=dtype,
-            backend=backend, work=work, unit=unit, status="ok", first_call_s=None,
-            median_s=None, min_s=None, repeats=0, rate=None, vs_naive=None, vs_torch=None)
-        rows.append(row)
-        call, why = entry_call(case, arrays, backend)
-        if call is None:
-            row["status"] = f"skipped: {why}"
-            continue
+    return dict(
+        op=case.op, case=case.id, label=case.label, layout=case.layout, dtype=dtype,
+        backend=backend, work=work, unit=unit, status="ok", first_call_s=None,
+        median_s=None, min_s=None, repeats=0, rate=None, vs_naive=None, vs_torch=None)
+
+
+def _measure_entry(case, backend, dtype, budget, arrays):
+    """The result row of one entry, measured in this process."""
+    row = _new_row(case, backend, dtype)
+    call, why = entry_call(case, arrays, backend)
+    if call is None:
+        row["status"] = f"skipped: {why}"
+        return row
+    try:
+        first, median, fastest, repeats = measure(call, budget, warmup=backend != "naive")
+    except Exception as exc:  # a peer that cannot run this case must not stop the table
+        row["status"] = f"error: {type(exc).__name__}: {exc}"
+        return row
+    row.update(first_call_s=first, median_s=median, min_s=fastest, repeats=repeats,
+               rate=row["work"] / median / 1e9)
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# Worker processes: one per entry kind
+#
+# Why: on a machine with few cores, the OpenMP / BLAS thread pools of one library keep
+# spinning for a while after a call (torch bundles its own libgomp; numba's omp layer and
+# the Cython extension use the system one; numpy has OpenBLAS's) and steal the cores from
+# the next library's threads: a small numba conv2d measured 126 us alone and 7.9 ms right
+# after a torch conv in the same process. So the worker of kind X is the only process
+# that runs X's code, and only one worker works at a time (the others block on a read).
+# Workers persist over the whole run, so numba compiles (or loads its cache) once.
+
+
+class _WorkerDied(RuntimeError):
+    pass
+
+
+class _Worker:
+    """``python -m fastdl.bench --worker KIND THREADS``: one JSON request per line on its
+    stdin, one JSON reply per line on its stdout."""
+
+    def __init__(self, kind, threads):
+        env = dict(os.environ)
+        path = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastdl.bench", "--worker", kind, str(threads)], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask(self, request):
         try:
-            first, median, fastest, repeats = measure(call, budget, warmup=backend != "naive")
-        except Exception as exc:  # a peer that cannot run this case must not stop the table
-            row["status"] = f"error: {type(exc).__name__}: {exc}"
-            continue
-        row.update(first_call_s=first, median_s=median, min_s=fastest, repeats=repeats,
-                   rate=work / median / 1e9)
-    return rows
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise _WorkerDied(f"the {self.kind} worker process died "
+                              f"(exit code {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _ask_worker(workers, kind, threads, request, case):
+    """The worker's result row; a worker that died (a crash in compiled code) gives an
+    error row and is started afresh for the next case."""
+    if kind not in workers:
+        workers[kind] = _Worker(kind, threads)
+    try:
+        return workers[kind].ask(request)["row"]
+    except _WorkerDied as exc:
+        workers.pop(kind).close()
+        return dict(_new_row(case, kind, request["dtype"]), status=f"error: {exc}")
+
+
+def _serve(kind, threads):
+    """The worker's loop (see ``_Worker``): it builds each case's inputs itself from the
+    seeded registry, measures its one entry and forgets the inputs."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else printed, by Python or C code, goes to stderr
+    by_id = {case.id: case for case in CASES}
+    # Each worker sets only the thread counts of what it runs (setting torch's would
+    # import torch); numpy is everywhere, so BLAS's is set in every worker.
+    libraries = {"torch": ("torch", "blas"), "naive": ("blas",)}.get(kind, ("fastdl", "blas"))
+    with same_threads(threads, libraries):
+        for line in sys.stdin:
+            request = json.loads(line)
+            if request.get("info"):
+                reply = _worker_self_report(kind)
+            else:
+                case = by_id[request["case"]]
+                arrays = make_inputs(case, request["dtype"])
+                reply = dict(row=_measure_entry(case, kind, request["dtype"],
+                                                request["budget"], arrays))
+                del arrays
+            replies.write(json.dumps(reply) + "\n")
+            replies.flush()
+    return 0
+
+
+def _worker_self_report(kind):
+    info = dict(kind=kind, pid=os.getpid(),
+                modules=[m for m in ("numba", "torch", "scipy") if m in sys.modules])
+    if kind == "numba":
+        with contextlib.suppress(Exception):  # no parallel kernel ran (e.g. all skipped)
+            info["numba_threading_layer"] = sys.modules["numba"].threading_layer()
+    if kind == "numpy":
+        info["blas"] = _blas_info()
+    return info
 
 
 def _add_ratios(results):
@@ -667,19 +809,22 @@ def machine_info(threads):
             info["numba_threading_layer"] = f"not started (requested {numba.config.THREADING_LAYER})"
         except ImportError:
             pass
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        pass
-    else:
-        info["blas"] = ", ".join(sorted({f"{p.get('internal_api')} {p.get('version')}"
-                                         for p in threadpool_info()
-                                         if p.get("user_api") == "blas"})) or None
+    info["blas"] = _blas_info()
     torch = _import_torch()
     if torch is not None:
         lines = torch.__config__.parallel_info().splitlines()
         info["torch_parallel"] = next((l.strip() for l in lines if "backend" in l), None)
     return info
+
+
+def _blas_info():
+    """The BLAS libraries loaded in this process (numpy's, scipy's), or None."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return ", ".join(sorted({f"{p.get('internal_api')} {p.get('version')}"
+                             for p in threadpool_info() if p.get("user_api") == "blas"})) or None
 
 
 _STARTUP_SCRIPT = """
@@ -757,6 +902,8 @@ def format_header(info):
         f"numba threading layer: {info['numba_threading_layer']}"
         + (f" | torch: {info['torch_parallel']}" if info.get("torch_parallel") else "")
         + (f" | numpy BLAS: {info['blas']}" if info.get("blas") else ""),
+        "each backend, torch and the naive loops are timed in their own process, one at a "
+        "time: OpenMP/BLAS pools keep spinning after a call and would steal the next one's cores",
         "backends: " + ", ".join(f"{k}={v if v == 'available' else 'unavailable'}"
                                  for k, v in info["backends"].items()),
     ]
@@ -905,6 +1052,9 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--worker"]:  # internal: one entry kind's process, see _Worker
+        return _serve(argv[1], int(argv[2]))
     args = parse_args(argv)
     selected = cases(quick=args.quick, ops=set(args.ops))
     if args.list:
@@ -921,9 +1071,15 @@ def main(argv=None):
     threads = args.threads or fastdl.get_num_threads()
     budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
     started = time.perf_counter()
+    worker_info = {}
     results = run(selected, args.backends, args.dtype, threads, budget,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, worker_info=worker_info)
     info = machine_info(threads)
+    # what the workers saw: numba's threading layer is known only where a parallel kernel
+    # ran, the BLAS libraries only where the numpy backend loaded them
+    for kind, key in (("numba", "numba_threading_layer"), ("numpy", "blas")):
+        if worker_info.get(kind, {}).get(key):
+            info[key] = worker_info[kind][key]
     startup = [] if args.no_startup else measure_startup(cold=not args.quick)
     print(format_header(info))
     print()

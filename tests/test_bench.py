@@ -37,6 +37,7 @@ def test_cli_quick_conv2d_writes_json_and_plot(tmp_path):
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "vs torch" in proc.stdout and "start-up" in proc.stdout
+    assert "timed in their own process" in proc.stdout
 
     data = json.loads(json_path.read_text())
     assert set(data) >= {"machine", "settings", "results", "startup", "elapsed_s"}
@@ -103,7 +104,8 @@ def test_an_entry_that_raises_is_an_error_row(monkeypatch):
         raise RuntimeError("no such kernel")
 
     monkeypatch.setattr(fastdl, "conv1d", broken)
-    results = bench.run([case], ["numpy", "torch"], budget=0.01, progress=False)
+    # in this process, where the patch applies (the workers import fastdl afresh)
+    results = bench.run([case], ["numpy", "torch"], budget=0.01, progress=False, isolated=False)
     assert results[0]["status"] == "error: RuntimeError: no such kernel"
     assert results[1]["status"] == "ok" and results[1]["median_s"] > 0
 
@@ -111,9 +113,39 @@ def test_an_entry_that_raises_is_an_error_row(monkeypatch):
 def test_missing_op_is_skipped_not_an_error(monkeypatch):
     case = bench.cases(quick=True, ops={"conv1d"})[0]
     monkeypatch.delattr(fastdl, "conv1d")
-    results = bench.run([case], ["numpy"], budget=0.01, progress=False)
+    results = bench.run([case], ["numpy"], budget=0.01, progress=False, isolated=False)
     assert results[0]["status"] == "skipped: fastdl.conv1d is not available in this build"
     assert "skipped" in bench.format_table(results)
+
+
+def test_each_entry_kind_runs_in_its_own_process():
+    """The workers: one process per entry kind, and only the torch worker imports torch,
+    so no library's spinning thread pool shares the cores of another's timed calls."""
+    case = next(c for c in bench.cases(quick=True, ops={"conv2d"}) if c.naive)
+    kinds = ["numba", "cython", "numpy", "torch", "naive"]
+    info = {}
+    results = bench.run([case], kinds, budget=0.01, progress=False, worker_info=info)
+    assert [row["backend"] for row in results] == kinds
+    assert set(info) == set(kinds)
+    pids = {info[kind]["pid"] for kind in kinds}
+    assert len(pids) == len(kinds) and os.getpid() not in pids
+    for kind in kinds:
+        assert info[kind]["kind"] == kind
+        assert ("torch" in info[kind]["modules"]) == (kind == "torch"), info[kind]
+    assert "numba" not in info["torch"]["modules"]  # so no numba kernel ran there either
+    measured = {row["backend"] for row in results if row["status"] == "ok"}
+    available = {b for b, s in fastdl.backends().items() if s == "available"}
+    assert available | {"naive"} <= measured
+
+
+def test_a_worker_that_dies_gives_an_error_row():
+    case = bench.cases(quick=True, ops={"conv1d"})[0]
+    workers = {}
+    # an unknown case id makes the worker raise and exit, as a crash in a kernel would
+    row = bench._ask_worker(workers, "numpy", 1, dict(case="no-such-case", dtype="float32",
+                                                      budget=0.01), case)
+    assert row["status"].startswith("error: the numpy worker process died (exit code")
+    assert row["backend"] == "numpy" and row["median_s"] is None and not workers
 
 
 def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path, capsys):
