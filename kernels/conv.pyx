@@ -23,6 +23,15 @@ cdef extern from "conv_small.h" nogil:
 # CPU's choice, checked once.
 cdef int _small_avx2 = fastdl_conv_small_use_avx2()
 
+
+def _small_kernel_build(use_avx2=None):
+    """Return whether the SMALL path runs its AVX2+FMA build; set it with use_avx2 (tests
+    run the generic build this way; True only where the CPU supports AVX2+FMA)."""
+    global _small_avx2
+    if use_avx2 is not None:
+        _small_avx2 = 1 if use_avx2 and fastdl_conv_small_use_avx2() else 0
+    return bool(_small_avx2)
+
 from fastdl import _conv_plan
 
 ctypedef fused real:

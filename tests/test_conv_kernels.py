@@ -93,6 +93,35 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
         assert seen == [want], f"kernel took path {seen}, expected {want}"
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1][:6],
+                         ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
+def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monkeypatch):
+    """The Cython SMALL kernel is compiled twice (generic and AVX2+FMA, chosen by CPU);
+    the AVX2 build runs in the tests above where the CPU has it, this runs the other."""
+    cy_conv = pytest.importorskip("fastdl._cy.conv")
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (c_in,))
+    x.flat[5] = np.nan
+    x.flat[-9] = -np.inf
+    w = rng.standard_normal(kernel + (c_in, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, 1)
+    saved = cy_conv._small_kernel_build()
+    cy_conv._small_kernel_build(False)
+    try:
+        got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                            stride=stride, padding=padding,
+                                            dilation=dilation, backend="cython")
+    finally:
+        cy_conv._small_kernel_build(saved)
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
+    assert_close(got, expected, dtype)
+
+
 @pytest.mark.parametrize("path", ["shifted", "im2col"])
 def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkeypatch):
     """Overlapping calls from Python threads stay correct, and BLAS gets its own thread
