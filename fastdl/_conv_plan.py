@@ -3,6 +3,11 @@
 Three algorithms, chosen by shape (the thresholds are module attributes so tests can
 steer tiny inputs onto each path):
 
+- ``SMALL``: groups 1 with a short reduction (C_in * taps <= SMALL_MAX_REDUCTION, like
+  the 3-channel first layers) and a few dozen output channels: a register-blocked direct
+  kernel. A block of output pixels x output channels stays in registers over the whole
+  reduction (one broadcast input value times a contiguous weight row per step), and
+  each output is written once -- these layers are bound by writing their output.
 - ``DIRECT``: plain loops vectorised along output channels, for convs whose per-group
   matrices are too thin for BLAS to pay off (depthwise, few output channels per group).
 - ``SHIFTED``: stride 1 (any dilation). Each kernel tap is one GEMM over the flattened
@@ -10,7 +15,7 @@ steer tiny inputs onto each path):
   in a per-thread tile buffer; no im2col copy. Rows that fall in the padding columns are
   computed and dropped on the copy-out.
 - ``IM2COL``: everything else (strides > 1, or too few input channels per tap for a
-  per-tap GEMM, like the 3-channel first layers): a bounded per-thread patch buffer of
+  per-tap GEMM): a bounded per-thread patch buffer of
   up to TILE_MAX_ROWS output pixels, then one GEMM straight into the output.
 
 Both GEMM paths split the output into tiles across our own threads and call BLAS on each
@@ -20,7 +25,14 @@ tile, so BLAS itself must run single-threaded meanwhile (see ``blas_single_threa
 import contextlib
 import threading
 
-DIRECT, SHIFTED, IM2COL = 0, 1, 2
+import numpy as np
+
+DIRECT, SHIFTED, IM2COL, SMALL = 0, 1, 2, 3
+
+# SMALL: groups == 1, C_in * taps at most this, and SMALL_MIN_OUT..SMALL_MAX_OUT output
+# channels (fewer: vector lanes idle; more: GEMM reuses each patch better).
+SMALL_MAX_REDUCTION = 80
+SMALL_MIN_OUT, SMALL_MAX_OUT = 8, 64
 
 # Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
 GEMM_MIN_OUT_PER_GROUP = 8
@@ -47,7 +59,10 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     macs = n * out_d * out_h * out_w * out_c * taps * c_per_group
     tiny = macs < SERIAL_MACS
     threads = 1 if tiny else max(1, num_threads)
-    if o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
+    if (groups == 1 and c_per_group * taps <= SMALL_MAX_REDUCTION
+            and SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT):
+        path = SMALL
+    elif o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
         path = DIRECT
     elif all(s == 1 for s in stride) and c_per_group >= SHIFTED_MIN_IN_PER_GROUP:
         path = SHIFTED
@@ -57,7 +72,19 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     # (taps * C_in/groups) patches. Size whichever buffer the path uses to TILE_BYTES.
     width = out_c if path == SHIFTED else taps * c_per_group
     tile_rows = min(TILE_MAX_ROWS, max(TILE_MIN_ROWS, TILE_BYTES // (itemsize * max(1, width))))
-    return path, threads, tile_rows, path != DIRECT and not tiny
+    return path, threads, tile_rows, path in (SHIFTED, IM2COL) and not tiny
+
+
+def reduction_offsets(x_shape, w_shape, dilation):
+    """SMALL path: offset of each reduction element (kd, kh, kw, c), in weight row order,
+    from an output pixel's first input element in the padded channels-last input."""
+    _, in_d, in_h, in_w, in_c = x_shape
+    k_d, k_h, k_w, c_per_group, _ = w_shape
+    dd, dh, dw = dilation
+    kd, kh, kw, c = np.meshgrid(np.arange(k_d), np.arange(k_h), np.arange(k_w),
+                                np.arange(c_per_group), indexing="ij")
+    offsets = ((kd * dd * in_h + kh * dh) * in_w + kw * dw) * in_c + c
+    return np.ascontiguousarray(offsets.reshape(-1), dtype=np.intp)
 
 
 _blas_lock = threading.Lock()

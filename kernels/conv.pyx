@@ -8,6 +8,30 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
+cdef extern from "conv_small.h" nogil:
+    int fastdl_conv_small_use_avx2()
+    void fastdl_conv_small_row_f32(int avx2, const float* x_row, const float* w,
+                                   const float* bias, float* out_row, Py_ssize_t out_w,
+                                   Py_ssize_t out_c, Py_ssize_t pixel_step,
+                                   const Py_ssize_t* koff, Py_ssize_t k_total)
+    void fastdl_conv_small_row_f64(int avx2, const double* x_row, const double* w,
+                                   const double* bias, double* out_row, Py_ssize_t out_w,
+                                   Py_ssize_t out_c, Py_ssize_t pixel_step,
+                                   const Py_ssize_t* koff, Py_ssize_t k_total)
+
+# The SMALL kernel is compiled generic and for AVX2+FMA (kernels/conv_small.h); this
+# CPU's choice, checked once.
+cdef int _small_avx2 = fastdl_conv_small_use_avx2()
+
+
+def _small_kernel_build(use_avx2=None):
+    """Return whether the SMALL path runs its AVX2+FMA build; set it with use_avx2 (tests
+    run the generic build this way; True only where the CPU supports AVX2+FMA)."""
+    global _small_avx2
+    if use_avx2 is not None:
+        _small_avx2 = 1 if use_avx2 and fastdl_conv_small_use_avx2() else 0
+    return bool(_small_avx2)
+
 from fastdl import _conv_plan
 
 ctypedef fused real:
@@ -190,6 +214,30 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef bint limit_blas
     path, threads, tile_rows, limit_blas = _conv_plan.choose(
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
+
+    cdef Py_ssize_t[::1] koff
+    cdef const Py_ssize_t* koff_ptr
+    cdef const real* x_row
+    if path == _conv_plan.SMALL:
+        koff = _conv_plan.reduction_offsets((n_batch, in_d, in_h, in_w, in_c),
+                                            (k_d, k_h, k_w, c_per_group, out_c),
+                                            dilation)
+        koff_ptr = &koff[0]
+        # One task per output row (n, od, oh), as on the DIRECT path.
+        for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+            n = row // (out_d * out_h)
+            od = (row // out_h) % out_d
+            oh = row % out_h
+            x_row = xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
+            if real is float:
+                fastdl_conv_small_row_f32(_small_avx2, x_row, w_ptr, b_ptr,
+                                          out_ptr + row * out_w * out_c, out_w, out_c,
+                                          sw * in_c, koff_ptr, k_total)
+            else:
+                fastdl_conv_small_row_f64(_small_avx2, x_row, w_ptr, b_ptr,
+                                          out_ptr + row * out_w * out_c, out_w, out_c,
+                                          sw * in_c, koff_ptr, k_total)
+        return
 
     if path == _conv_plan.DIRECT:
         # One task per output row (n, od, oh): each thread writes only its own rows.

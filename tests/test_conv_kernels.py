@@ -1,5 +1,5 @@
-"""Every compiled conv algorithm (direct, shifted GEMM, im2col GEMM) on every backend and
-dtype, against PyTorch in float64.
+"""Every compiled conv algorithm (small register-blocked, direct, shifted GEMM, im2col GEMM)
+on every backend and dtype, against PyTorch in float64.
 
 The path is chosen by shape in fastdl/_conv_plan.py; these tests move its thresholds so
 that small inputs take each path, and shrink the tiles so tiles cross output rows and
@@ -27,6 +27,7 @@ CASES = [
     (2, 2, 6, 6, (8, 9), (5, 5), 2, 2, 1, 6),            # depthwise, strided
     (2, None, 3, 16, (13, 11), (5, 5), 1, 2, 1, 1),      # exam-like, unbatched
     (2, 3, 3, 8, (12, 12), (2, 2), 2, 0, 1, 1),          # exam-like 2x2 stride 2
+    (2, 2, 3, 40, (9, 14), (3, 3), 1, 1, 1, 1),          # SMALL: full + half chunks
     (2, 1, 1, 8, (10, 10), (1, 1), 1, 0, 1, 1),
     (1, 3, 4, 6, (17,), (3,), 1, 1, 1, 1),
     (1, 2, 6, 4, (19,), (5,), 3, 2, 2, 2),
@@ -38,11 +39,13 @@ CASES = [
 
 PATHS = {
     # thresholds that send these small cases down each path
-    "direct": dict(GEMM_MIN_OUT_PER_GROUP=1 << 30),
-    "shifted": dict(GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
+    "direct": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1 << 30),
+    "shifted": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
                     SHIFTED_MIN_IN_PER_GROUP=1),
-    "im2col": dict(GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
+    "im2col": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
                    SHIFTED_MIN_IN_PER_GROUP=1 << 30),
+    # groups == 1 only; the grouped cases fall through to the other rules
+    "small": dict(SMALL_MAX_REDUCTION=1 << 30, SMALL_MIN_OUT=1, SMALL_MAX_OUT=1 << 30),
 }
 
 
@@ -82,11 +85,41 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
     got = conv(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
                padding=padding, dilation=dilation, groups=groups, backend=backend)
     assert_close(got, expected, dtype)
-    if backend != "numpy":
+    if backend != "numpy" and not (path == "small" and groups != 1):
         strided = any(s != 1 for s in np.broadcast_to(stride, (nd,)))
         want = {"direct": _conv_plan.DIRECT, "im2col": _conv_plan.IM2COL,
+                "small": _conv_plan.SMALL,
                 "shifted": _conv_plan.IM2COL if strided else _conv_plan.SHIFTED}[path]
         assert seen == [want], f"kernel took path {seen}, expected {want}"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1][:6],
+                         ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
+def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monkeypatch):
+    """The Cython SMALL kernel is compiled twice (generic and AVX2+FMA, chosen by CPU);
+    the AVX2 build runs in the tests above where the CPU has it, this runs the other."""
+    cy_conv = pytest.importorskip("fastdl._cy.conv")
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (c_in,))
+    x.flat[5] = np.nan
+    x.flat[-9] = -np.inf
+    w = rng.standard_normal(kernel + (c_in, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, 1)
+    saved = cy_conv._small_kernel_build()
+    cy_conv._small_kernel_build(False)
+    try:
+        got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                            stride=stride, padding=padding,
+                                            dilation=dilation, backend="cython")
+    finally:
+        cy_conv._small_kernel_build(saved)
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
+    assert_close(got, expected, dtype)
 
 
 @pytest.mark.parametrize("path", ["shifted", "im2col"])
