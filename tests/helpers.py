@@ -69,3 +69,20 @@ def exam_cases_path():
     candidates += [base / "shared" / "exam_cases.json"
                    for base in (root.parent, root, root.parent.parent)]
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def assert_rejected_in_subprocess(imports, calls):
+    """Each source string in ``calls`` must raise ValueError or TypeError when evaluated
+    after ``imports`` in one fresh interpreter; a crash of that interpreter fails too."""
+    code = f"""
+{textwrap.dedent(imports)}
+for source in {list(calls)!r}:
+    try:
+        eval(source)
+    except (ValueError, TypeError):
+        continue
+    raise SystemExit("no error raised by " + source)
+print("ok")
+"""
+    returncode, stdout, stderr = run_isolated(code)
+    assert returncode == 0 and "ok" in stdout, (returncode, stdout, stderr)
