@@ -14,6 +14,7 @@ from ._dispatch import (
     use_backend,
 )
 from .conv import conv1d, conv2d, conv3d
+from .attention import sliding_window_attention
 from . import params, shapes
 
 __version__ = "0.1.0"
@@ -22,5 +23,6 @@ __all__ = [
     "BackendUnavailable", "backends", "get_backend", "get_num_threads", "set_backend",
     "set_num_threads", "use_backend",
     "conv1d", "conv2d", "conv3d",
+    "sliding_window_attention",
     "params", "shapes",
 ]
