@@ -57,12 +57,20 @@ def sliding_window_attention(x, key, value, stride=1, padding="valid", normalize
     positions in the padding are left out of the softmax. Returns float64."""
     x = np.asarray(x, dtype=np.float64)
     key = np.asarray(key, dtype=np.float64)
-    k_h, k_w, c_in, c_out = key.shape
+    k_h, k_w, _, c_out = key.shape
     value = np.asarray(value, dtype=np.float64).reshape(k_h, k_w, c_out)
-    n_batch, in_h, in_w, _ = x.shape
+    in_h, in_w = x.shape[1:3]
     stride = _checks.int_tuple("stride", stride, 2, 1)
     pads = _checks.padding_pairs(padding, 2, (k_h, k_w), (1, 1), stride)
     out_h, out_w = _checks.window_output_shape((in_h, in_w), (k_h, k_w), stride, pads, (1, 1))
+    with np.errstate(invalid="ignore"):  # NaN/Inf propagate silently
+        return _attention_loops(x, key, value, stride, pads, (out_h, out_w), normalize)
+
+
+def _attention_loops(x, key, value, stride, pads, out_spatial, normalize):
+    n_batch, in_h, in_w, c_in = x.shape
+    k_h, k_w, _, c_out = key.shape
+    out_h, out_w = out_spatial
     xn = x.copy()
     if normalize:
         for n in range(n_batch):

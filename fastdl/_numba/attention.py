@@ -93,8 +93,14 @@ def _attention_nhwc(x, key, value, out, sh, sw, pad_top, pad_left, normalize):
             for o in range(out_c):
                 acc[o] = weighted[o] / totals[o]
 
+def _writable(array):
+    """Numba compiles a separate specialisation (~10 s) for each mix of read-only inputs;
+    a copy of a read-only input costs far less than that, and little next to the kernel."""
+    return array if array.flags.writeable else array.copy()
+
+
 def attention_nhwc(x, key, value, out, stride, pads, normalize, num_threads):
     """out[n, i, j, :] = masked-softmax-weighted values; x is unpadded, ``pads`` are the
     (top, left) paddings, whose positions are left out of the softmax."""
-    run_parallel(_attention_nhwc, num_threads, x, key, value, out, stride[0], stride[1],
-                 pads[0], pads[1], normalize)
+    run_parallel(_attention_nhwc, num_threads, _writable(x), _writable(key), _writable(value),
+                 out, stride[0], stride[1], pads[0], pads[1], normalize)

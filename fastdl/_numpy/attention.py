@@ -23,6 +23,12 @@ def _valid_outputs(offset, pad, stride, in_size, out_size):
 
 def attention_nhwc(x, key, value, out, stride, pads, normalize, num_threads):
     """Same contract as the compiled kernels; ``num_threads`` is ignored."""
+    # NaN/Inf propagate silently, as in the compiled kernels
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        _attention(x, key, value, out, stride, pads, normalize)
+
+
+def _attention(x, key, value, out, stride, pads, normalize):
     n_batch, in_h, in_w, _ = x.shape
     _, out_h, out_w, _ = out.shape
     k_h, k_w = value.shape[:2]
