@@ -100,11 +100,31 @@ def _attention_rows(x, keys, value, out, sh, sw, pad_top, pad_left, num_blocks):
                     for o in range(out_c):
                         s = scores[a, b, o, j_lo:j_hi]
                         s[:] = 0
-                        for c in range(in_c):
-                            k = image_keys[a, b, c, o]
-                            line = rows_t[a, c, start:start + (count - 1) * sw + 1:sw]
-                            for j in range(count):
-                                s[j] += line[j] * k
+                        if sw == 1:
+                            # four channels per pass over the row: 5 loads and 1 store per 4
+                            # multiply-adds instead of 12 memory operations
+                            c = 0
+                            while c + 4 <= in_c:
+                                k0, k1 = image_keys[a, b, c, o], image_keys[a, b, c + 1, o]
+                                k2, k3 = image_keys[a, b, c + 2, o], image_keys[a, b, c + 3, o]
+                                l0 = rows_t[a, c, start:start + count]
+                                l1 = rows_t[a, c + 1, start:start + count]
+                                l2 = rows_t[a, c + 2, start:start + count]
+                                l3 = rows_t[a, c + 3, start:start + count]
+                                for j in range(count):
+                                    s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2 + l3[j] * k3
+                                c += 4
+                            for c in range(c, in_c):
+                                k = image_keys[a, b, c, o]
+                                line = rows_t[a, c, start:start + count]
+                                for j in range(count):
+                                    s[j] += line[j] * k
+                        else:
+                            for c in range(in_c):
+                                k = image_keys[a, b, c, o]
+                                strided = rows_t[a, c, start:start + (count - 1) * sw + 1:sw]
+                                for j in range(count):
+                                    s[j] += strided[j] * k
                         top_o = peak[o, j_lo:j_hi]
                         for j in range(count):
                             # NaN needs no care: exp(NaN - peak) makes the output NaN
