@@ -61,12 +61,13 @@ cdef inline void _attention_row(const real* image, const real* keys, const real*
     cdef Py_ssize_t a, b, c, o, w, j, j_lo, count, start, tap
     cdef const real* src
     cdef const real* line
+    cdef const real* kc
     cdef real* dst
     cdef real* s
     cdef real* pk
     cdef real* tot
     cdef real* wsum
-    cdef real k, v, e
+    cdef real k, k0, k1, k2, k3, v, e
     for a in range(a_lo, a_hi):  # the input rows, channel-major
         src = image + (top + a) * in_w * in_c
         dst = rows_t + a * in_c * in_w
@@ -85,7 +86,19 @@ cdef inline void _attention_row(const real* image, const real* keys, const real*
                 s = scores + (tap * out_c + o) * out_w + j_lo
                 for j in range(count):
                     s[j] = 0
-                for c in range(in_c):
+                c = 0
+                if sw == 1:
+                    # four channels per pass over the row: 5 loads and 1 store per 4
+                    # multiply-adds instead of 12 memory operations
+                    while c + 4 <= in_c:
+                        kc = keys + (tap * in_c + c) * out_c + o
+                        k0, k1, k2, k3 = kc[0], kc[out_c], kc[2 * out_c], kc[3 * out_c]
+                        line = rows_t + (a * in_c + c) * in_w + start
+                        for j in range(count):
+                            s[j] += (line[j] * k0 + line[in_w + j] * k1
+                                     + line[2 * in_w + j] * k2 + line[3 * in_w + j] * k3)
+                        c = c + 4
+                for c in range(c, in_c):
                     k = keys[(tap * in_c + c) * out_c + o]
                     line = rows_t + (a * in_c + c) * in_w + start
                     if sw == 1:
