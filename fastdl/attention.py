@@ -37,6 +37,10 @@ def sliding_window_attention(x, key, value, *, stride=1, padding="valid", normal
     float32; ints and bools compute in float64). NaN/Inf propagate: with ``normalize``, a
     NaN anywhere in channel c of an image makes that channel's norm, and so every output
     of that image, NaN.
+
+    Channel norms are summed in float64. The compiled backends compute float32 softmax
+    weights with a vectorised polynomial exp (within 1 ulp of the correctly rounded
+    exp; +-inf and NaN as ``np.exp``) and never allocate anything window-sized.
     """
     spec = _checks.attention_arguments(x, key, value, stride, padding, normalize, layout)
     module = kernels("attention", backend)
