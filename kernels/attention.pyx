@@ -175,8 +175,9 @@ cdef void _fold_norms(const real* x, const real* key, real* keys, double* row_su
                         dst[o] = <real>(src[o] / norm)
 
 
-cdef Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return -((-a) // b) if a < 0 else (a + b - 1) // b
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """Floor division for b > 0 (with cdivision, ``//`` truncates toward zero)."""
+    return a // b if a >= 0 else -((-a + b - 1) // b)
 
 
 def attention_nhwc(const real[:, :, :, ::1] x not None,
@@ -200,8 +201,8 @@ def attention_nhwc(const real[:, :, :, ::1] x not None,
     # output columns [first, stop) whose column offset b lands inside the input
     cdef Py_ssize_t[:, ::1] col_ranges = np.empty((k_w, 2), np.intp)
     for b in range(k_w):
-        first = max(0, _ceil_div(pad_left - b, sw))
-        stop = min(out_w, (in_w - 1 + pad_left - b) // sw + 1)
+        first = max(0, -_floor_div(b - pad_left, sw))  # ceil((pad_left - b) / sw)
+        stop = min(out_w, _floor_div(in_w - 1 + pad_left - b, sw) + 1)
         col_ranges[b, 0] = first
         col_ranges[b, 1] = max(first, stop)
     cdef real[:, :, :, :, ::1] folded

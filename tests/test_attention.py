@@ -104,6 +104,7 @@ CASES = {
     "window_1x1": ((2, 4, 5, 3), (1, 1), 3, 1, "valid", True, False, False),
     "window_5x5_stride2": ((1, 9, 11, 2), (5, 5), 2, 2, "valid", True, False, False),
     "rect_window_tuples": ((1, 7, 9, 2), (2, 3), 2, (2, 1), (1, 2), True, False, False),
+    "last_offsets_past_the_end": ((1, 3, 2, 2), (1, 4), 2, (1, 2), (0, 1), False, False, False),
     "value_4d": ((1, 6, 6, 3), (3, 3), 2, 1, "valid", True, True, False),
     "zero_channel": ((2, 6, 5, 3), (3, 3), 2, 1, 1, True, False, True),
     "zero_channel_no_norm": ((2, 6, 5, 3), (3, 3), 2, 1, "valid", False, False, True),
