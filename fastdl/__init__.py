@@ -16,6 +16,7 @@ from ._dispatch import (
 from .conv import conv1d, conv2d, conv3d
 from .norm import batch_norm, forward_batchnorm
 from .pool import avg_pool2d, max_pool2d
+from .attention import sliding_window_attention
 from . import params, shapes
 
 # --- exam functions (nn, losses, optim, regularization, adversarial, metrics) ---
@@ -31,6 +32,7 @@ __all__ = [
     "conv1d", "conv2d", "conv3d",
     "batch_norm", "forward_batchnorm",
     "max_pool2d", "avg_pool2d",
+    "sliding_window_attention",
     "params", "shapes",
     # exam functions
     "dense", "sigmoid", "relu", "tanh", "softmax", "dropout", "clip_grad_norm", "optim_adam",

@@ -581,3 +581,86 @@ def check_gradients_cover(params, grads, params_name="params", grads_name="grads
                              f"(the shape of {params_name}[{name!r}]), got {grad.shape}")
         out[name] = grad
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Sliding-window attention
+
+ATTENTION_LAYOUTS = ("NHWC", "NCHW")
+
+
+class AttentionSpec:
+    """Validated sliding_window_attention arguments: channels-last, batched views
+    (x (N, H, W, C_in), key (KH, KW, C_in, C_out), value (KH, KW, C_out)), not yet copied."""
+
+    __slots__ = ("x", "key", "value", "stride", "pads", "out_spatial", "normalize",
+                 "dtype", "batched", "channels_first")
+
+    def __init__(self, **fields):
+        for name, field in fields.items():
+            setattr(self, name, field)
+
+
+def attention_arguments(x, key, value, stride, padding, normalize, layout):
+    """Validate a sliding_window_attention call; return an AttentionSpec.
+
+    Beyond the conv rules: "same" needs an odd window (it must be centred), and each side's
+    padding must be smaller than the window, so that every window holds at least one
+    input pixel (padded positions are masked out of the softmax, so a window of padding
+    only would have nothing to attend to).
+    """
+    layout = check_layout(layout, ATTENTION_LAYOUTS)
+    channels_first = layout == "NCHW"
+    if not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(f"normalize: expected a bool, got {type(normalize).__name__} {normalize!r}")
+    x = as_float_array("x", x)
+    key = as_float_array("key", key)
+    value = as_float_array("value", value)
+    # shapes as the caller wrote them, for the messages
+    x_shape, key_shape, value_shape = x.shape, key.shape, value.shape
+    key_layout = "(C_out, C_in, KH, KW)" if channels_first else "(KH, KW, C_in, C_out)"
+    check_rank("x", x, (3, 4), f"{layout} or unbatched {layout[1:]}")
+    check_rank("key", key, (4,), key_layout)
+    check_rank("value", value, (3, 4), "(C_out, KH, KW) or (C_out, 1, KH, KW)" if channels_first
+               else "(KH, KW, C_out) or (KH, KW, 1, C_out)")
+    batched = x.ndim == 4
+    if not batched:
+        x = x[np.newaxis]
+    if channels_first:  # views only: the one copy happens when the kernel input is made
+        x = np.moveaxis(x, 1, -1)
+        key = key.transpose(2, 3, 1, 0)
+        value = value.transpose(1, 2, 0) if value.ndim == 3 else value.transpose(2, 3, 1, 0)
+    kh, kw, in_channels, out_channels = key.shape
+    if 0 in key.shape:
+        raise ValueError(f"key: every dim must be non-zero, got key shape {key_shape} {key_layout}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"x: spatial and channel dims must be non-zero, got x shape {x_shape} "
+                         f"({layout})")
+    if x.shape[-1] != in_channels:
+        raise ValueError(
+            f"x: key of shape {key_shape} {key_layout} expects input with C_in={in_channels} "
+            f"channels, but x of shape {x_shape} ({layout}) has {x.shape[-1]}")
+    if value.shape not in ((kh, kw, out_channels), (kh, kw, 1, out_channels)):
+        expected = ((out_channels, kh, kw), (out_channels, 1, kh, kw)) if channels_first else (
+            (kh, kw, out_channels), (kh, kw, 1, out_channels))
+        raise ValueError(
+            f"value: expected shape {expected[0]} or {expected[1]} to match key of shape "
+            f"{key_shape} {key_layout}, got {value_shape}")
+    value = value.reshape(kh, kw, out_channels)
+
+    stride = int_tuple("stride", stride, 2, minimum=1)
+    if isinstance(padding, str) and padding == "same" and (kh % 2 == 0 or kw % 2 == 0):
+        raise ValueError(f"padding='same' needs an odd window (centred on the pixel), "
+                         f"got window {(kh, kw)}")
+    pads = padding_pairs(padding, 2, (kh, kw), (1, 1), stride)
+    for axis, (k, (lo, hi)) in enumerate(zip((kh, kw), pads)):
+        if lo >= k or hi >= k:
+            raise ValueError(
+                f"padding: each side must be smaller than the window so that every window "
+                f"holds an input pixel; got padding {lo}+{hi} for window size {k} "
+                f"({'HW'[axis]} axis)")
+    out_spatial = window_output_shape(x.shape[1:3], (kh, kw), stride, pads, (1, 1), ("H", "W"))
+    return AttentionSpec(x=x, key=key, value=value, stride=stride, pads=pads,
+                         out_spatial=out_spatial, normalize=bool(normalize),
+                         dtype=common_dtype(x, key, value), batched=batched,
+                         channels_first=channels_first)

@@ -20,7 +20,7 @@ import threading
 BACKENDS = ("numba", "cython", "numpy")
 # The op families whose kernels every backend provides. A backend is available only when
 # all of them import, so a partial build never answers some calls and fails others.
-FAMILIES = ("conv", "norm", "pool")
+FAMILIES = ("conv", "norm", "pool", "attention")
 _PACKAGES = {"numba": "fastdl._numba", "cython": "fastdl._cy", "numpy": "fastdl._numpy"}
 
 

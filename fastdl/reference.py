@@ -130,3 +130,56 @@ def avg_pool2d(x, size=2, stride=None, padding=0):
     zeros (the divisor is always size_h * size_w). Returns float64."""
     kh, kw = _checks.int_tuple("size", size, 2, 1)
     return _pool(x, size, stride, padding, lambda values: sum(values) / (kh * kw))
+
+
+# ---------------------------------------------------------------------------------------
+# Sliding-window attention
+
+
+def sliding_window_attention(x, key, value, stride=1, padding="valid", normalize=True):
+    """The attention layer straight from its definition, channels-last: x (N, H, W, C_in),
+    key (KH, KW, C_in, C_out), value (KH, KW, C_out) or (KH, KW, 1, C_out). Window
+    positions in the padding are left out of the softmax. Returns float64."""
+    x = np.asarray(x, dtype=np.float64)
+    key = np.asarray(key, dtype=np.float64)
+    k_h, k_w, _, c_out = key.shape
+    value = np.asarray(value, dtype=np.float64).reshape(k_h, k_w, c_out)
+    in_h, in_w = x.shape[1:3]
+    stride = _checks.int_tuple("stride", stride, 2, 1)
+    pads = _checks.padding_pairs(padding, 2, (k_h, k_w), (1, 1), stride)
+    out_h, out_w = _checks.window_output_shape((in_h, in_w), (k_h, k_w), stride, pads, (1, 1))
+    with np.errstate(invalid="ignore"):  # NaN/Inf propagate silently
+        return _attention_loops(x, key, value, stride, pads, (out_h, out_w), normalize)
+
+
+def _attention_loops(x, key, value, stride, pads, out_spatial, normalize):
+    n_batch, in_h, in_w, c_in = x.shape
+    k_h, k_w, _, c_out = key.shape
+    out_h, out_w = out_spatial
+    xn = x.copy()
+    if normalize:
+        for n in range(n_batch):
+            for c in range(c_in):
+                norm = np.sqrt(sum(x[n, h, w, c] ** 2 for h in range(in_h) for w in range(in_w)))
+                if norm != 0:  # a zero channel stays zero
+                    xn[n, :, :, c] = x[n, :, :, c] / norm
+    out = np.zeros((n_batch, out_h, out_w, c_out))
+    for n in range(n_batch):
+        for i in range(out_h):
+            for j in range(out_w):
+                for o in range(c_out):
+                    scores = {}
+                    for a in range(k_h):
+                        for b in range(k_w):
+                            r = i * stride[0] + a - pads[0][0]
+                            q = j * stride[1] + b - pads[1][0]
+                            if 0 <= r < in_h and 0 <= q < in_w:  # padding is masked
+                                scores[a, b] = sum(xn[n, r, q, c] * key[a, b, c, o]
+                                                   for c in range(c_in))
+                    peak = max(scores.values())
+                    if np.isnan(list(scores.values())).any():
+                        peak = np.nan
+                    weights = {ab: np.exp(s - peak) for ab, s in scores.items()}
+                    total = sum(weights.values())
+                    out[n, i, j, o] = sum(w / total * value[ab][o] for ab, w in weights.items())
+    return out

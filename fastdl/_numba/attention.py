@@ -1,0 +1,172 @@
+"""Numba sliding-window attention: scores, masked softmax and value sum fused per output
+row.
+
+Nothing window-sized is materialised. The channel norms are folded into per-image keys
+(N * KH * KW * C_in * C_out values). Each thread works through a block of output rows
+with its own scratch: the KH input rows of the current output row, transposed to
+(C_in, W) so the score loops run along the row (vectorised over output columns), and the
+row's KH*KW*C_out*Wo scores. Window positions in the padding are never visited: for
+each window offset, only the output columns and rows whose position lands inside the
+input are computed and summed.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from . import njit_parallel, njit_serial, run_parallel
+from .fast_exp import exp_like
+
+
+@njit_serial
+def _valid_range(offset, pad, stride, in_size, out_size):
+    """Outputs [first, stop) whose window offset ``offset`` lands inside the input."""
+    first = max(0, -((offset - pad) // stride))  # ceil((pad - offset) / stride)
+    stop = min(out_size, (in_size - 1 + pad - offset) // stride + 1)
+    return first, max(first, stop)
+
+
+@njit_serial
+def _fold_norms(key, row_sums, in_h):
+    """(N, KH, KW, C_in, C_out) keys: key / ||x[n, :, :, c]|| per image, from per-row
+    sums of squares (a zero channel: key * 0, so it stays zero and an inf/NaN key still
+    gives NaN)."""
+    n_batch = row_sums.shape[0] // in_h
+    keys = np.empty((n_batch,) + key.shape, key.dtype)
+    for n in range(n_batch):
+        for c in range(key.shape[2]):
+            norm = math.sqrt(row_sums[n * in_h:(n + 1) * in_h, c].sum())
+            for a in range(key.shape[0]):
+                for b in range(key.shape[1]):
+                    for o in range(key.shape[3]):
+                        if norm == 0.0:
+                            keys[n, a, b, c, o] = key[a, b, c, o] * 0.0
+                        else:
+                            keys[n, a, b, c, o] = key[a, b, c, o] / norm
+    return keys
+
+
+@njit_parallel
+def _row_square_sums(x):
+    """Per input row (n, h) and channel, the sum of squares, in float64."""
+    n_batch, in_h, in_w, in_c = x.shape
+    sums = np.zeros((n_batch * in_h, in_c), np.float64)
+    for row in prange(n_batch * in_h):
+        n = row // in_h
+        h = row % in_h
+        for w in range(in_w):
+            for c in range(in_c):
+                v = np.float64(x[n, h, w, c])
+                sums[row, c] += v * v
+    return sums
+
+
+@njit_parallel
+def _attention_rows(x, keys, value, out, sh, sw, pad_top, pad_left, num_blocks):
+    n_batch, in_h, in_w, in_c = x.shape
+    _, out_h, out_w, out_c = out.shape
+    k_h, k_w = value.shape[0], value.shape[1]
+    dtype = out.dtype
+    col_ranges = np.empty((k_w, 2), np.int64)  # valid output columns per column offset
+    for b in range(k_w):
+        col_ranges[b, 0], col_ranges[b, 1] = _valid_range(b, pad_left, sw, in_w, out_w)
+    rows = n_batch * out_h
+    # one block of consecutive output rows per task: each writes only its own rows
+    for block in prange(num_blocks):
+        rows_t = np.empty((k_h, in_c, in_w), dtype)  # input rows, channel-major
+        scores = np.empty((k_h, k_w, out_c, out_w), dtype)
+        peak = np.empty((out_c, out_w), dtype)
+        total = np.empty((out_c, out_w), dtype)
+        weighted = np.empty((out_c, out_w), dtype)
+        for row in range(block * rows // num_blocks, (block + 1) * rows // num_blocks):
+            n = row // out_h
+            top = (row % out_h) * sh - pad_top
+            a_lo = max(0, -top)
+            a_hi = min(k_h, in_h - top)
+            for a in range(a_lo, a_hi):
+                for w in range(in_w):
+                    for c in range(in_c):
+                        rows_t[a, c, w] = x[n, top + a, w, c]
+            image_keys = keys[n if keys.shape[0] > 1 else 0]
+            peak[:] = -np.inf
+            # inner loops run over 0-based ranges of 1-d slices: indices numba can prove
+            # non-negative (no wraparound check), so LLVM vectorises them
+            for a in range(a_lo, a_hi):
+                for b in range(k_w):
+                    j_lo, j_hi = col_ranges[b, 0], col_ranges[b, 1]
+                    count = j_hi - j_lo
+                    start = j_lo * sw + b - pad_left
+                    for o in range(out_c):
+                        s = scores[a, b, o, j_lo:j_hi]
+                        s[:] = 0
+                        if sw == 1:
+                            # four channels per pass over the row: 5 loads and 1 store per 4
+                            # multiply-adds instead of 12 memory operations
+                            c = 0
+                            while c + 4 <= in_c:
+                                k0, k1 = image_keys[a, b, c, o], image_keys[a, b, c + 1, o]
+                                k2, k3 = image_keys[a, b, c + 2, o], image_keys[a, b, c + 3, o]
+                                l0 = rows_t[a, c, start:start + count]
+                                l1 = rows_t[a, c + 1, start:start + count]
+                                l2 = rows_t[a, c + 2, start:start + count]
+                                l3 = rows_t[a, c + 3, start:start + count]
+                                for j in range(count):
+                                    s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2 + l3[j] * k3
+                                c += 4
+                            for c in range(c, in_c):
+                                k = image_keys[a, b, c, o]
+                                line = rows_t[a, c, start:start + count]
+                                for j in range(count):
+                                    s[j] += line[j] * k
+                        else:
+                            for c in range(in_c):
+                                k = image_keys[a, b, c, o]
+                                strided = rows_t[a, c, start:start + (count - 1) * sw + 1:sw]
+                                for j in range(count):
+                                    s[j] += strided[j] * k
+                        top_o = peak[o, j_lo:j_hi]
+                        for j in range(count):
+                            # NaN needs no care: exp(NaN - peak) makes the output NaN
+                            if s[j] > top_o[j]:
+                                top_o[j] = s[j]
+            # softmax-weighted values: sum(e * v) / sum(e), e = exp(s - peak) <= 1
+            total[:] = 0
+            weighted[:] = 0
+            for a in range(a_lo, a_hi):
+                for b in range(k_w):
+                    j_lo, j_hi = col_ranges[b, 0], col_ranges[b, 1]
+                    for o in range(out_c):
+                        v = value[a, b, o]
+                        s = scores[a, b, o, j_lo:j_hi]
+                        top_o = peak[o, j_lo:j_hi]
+                        total_o = total[o, j_lo:j_hi]
+                        weighted_o = weighted[o, j_lo:j_hi]
+                        for j in range(j_hi - j_lo):
+                            e = exp_like(s[j] - top_o[j])
+                            total_o[j] += e
+                            weighted_o[j] += e * v
+            for j in range(out_w):
+                for o in range(out_c):
+                    out[n, row % out_h, j, o] = weighted[o, j] / total[o, j]
+
+
+def _writable(array):
+    """Numba compiles a separate specialisation (~10 s) for each mix of read-only inputs;
+    a copy of a read-only input costs far less than that, and little next to the kernel."""
+    return array if array.flags.writeable else array.copy()
+
+
+def attention_nhwc(x, key, value, out, stride, pads, normalize, num_threads):
+    """out[n, i, j, :] = masked-softmax-weighted values; x is unpadded, ``pads`` are the
+    (top, left) paddings, whose positions are left out of the softmax."""
+    x, key = _writable(x), _writable(key)
+    if normalize:
+        row_sums = run_parallel(_row_square_sums, num_threads, x)
+        keys = _fold_norms(key, row_sums, x.shape[1])
+    else:
+        keys = key.reshape((1,) + key.shape)
+    # a few blocks per thread evens out rows that differ in cost (masked border rows)
+    num_blocks = min(out.shape[0] * out.shape[1], 4 * num_threads)
+    run_parallel(_attention_rows, num_threads, x, keys, _writable(value), out, stride[0],
+                 stride[1], pads[0], pads[1], num_blocks)
