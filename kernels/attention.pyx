@@ -5,45 +5,15 @@
 # per-image keys, and each thread keeps one output row's input rows (channel-major) and
 # KH*KW*C_out*Wo scores in its own scratch.
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, sqrt
+from libc.math cimport sqrt
+
+from fastmath cimport exp32, exp64
 
 import numpy as np
 
 ctypedef fused real:
     float
     double
-
-
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* float32 exp, vectorisable (no libm call); the method of fastdl/_numba/fast_exp.py:
-       2^k * exp(r) in double, one rounding to float; -inf -> 0, +inf -> inf, NaN -> NaN. */
-    static inline float fastdl_exp_f32(float x) {
-        double y = (double)x;
-        y = y < -104.0 ? -104.0 : y;  /* these comparisons keep NaN */
-        y = y > 89.0 ? 89.0 : y;
-        double t = y * 1.4426950408889634;
-        t = (t == t) ? t : 0.0;
-        int32_t k = (int32_t)(t + 200.5) - 200;  /* round to nearest, t >= -150.1 */
-        double r = y - (double)k * 0.6931471805599453;
-        double p = 1.0 + r * (1.0 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24
-                   + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040)))))));
-        uint64_t bits = (uint64_t)((int64_t)k + 1023) << 52;
-        double scale;
-        memcpy(&scale, &bits, sizeof scale);
-        return (float)(p * scale);
-    }
-    """
-    float fastdl_exp_f32(float x) noexcept nogil
-
-
-def fast_exp_f32(const float[::1] x not None, float[::1] out not None):
-    """out[:] = the kernel's float32 exp of x, exposed so tests can hold it to np.exp."""
-    cdef Py_ssize_t i
-    for i in range(min(x.shape[0], out.shape[0])):
-        out[i] = fastdl_exp_f32(x[i])
 
 
 cdef inline void _attention_row(const real* image, const real* keys, const real* value,
@@ -128,9 +98,9 @@ cdef inline void _attention_row(const real* image, const real* keys, const real*
                 wsum = weighted + o * out_w + j_lo
                 for j in range(count):
                     if real is float:
-                        e = fastdl_exp_f32(s[j] - pk[j])
+                        e = exp32(s[j] - pk[j])
                     else:
-                        e = exp(s[j] - pk[j])
+                        e = exp64(s[j] - pk[j])
                     tot[j] += e
                     wsum[j] += e * v
     for j in range(out_w):

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from . import njit_parallel, njit_serial, run_parallel
-from .fast_exp import exp_like
+from .fastmath import fast_exp
 
 
 @njit_serial
@@ -143,7 +143,7 @@ def _attention_rows(x, keys, value, out, sh, sw, pad_top, pad_left, num_blocks):
                         total_o = total[o, j_lo:j_hi]
                         weighted_o = weighted[o, j_lo:j_hi]
                         for j in range(j_hi - j_lo):
-                            e = exp_like(s[j] - top_o[j])
+                            e = fast_exp(s[j] - top_o[j])
                             total_o[j] += e
                             weighted_o[j] += e * v
             for j in range(out_w):
