@@ -19,7 +19,7 @@ BACKENDS = ("numba", "cython", "numpy")
 DTYPES = (np.float32, np.float64)
 
 
-def _require(available, why):
+def require(available, why):
     if available:
         return
     if STRICT:
@@ -31,7 +31,7 @@ def _require(available, why):
 def backend(request):
     """Each backend name; skipped (failed under strict) where unavailable."""
     status = fastdl.backends()[request.param]
-    _require(status == "available", f"backend {request.param} is unavailable: {status}")
+    require(status == "available", f"backend {request.param} is unavailable: {status}")
     return request.param
 
 
@@ -47,7 +47,7 @@ def torch():
         import torch as torch_module
     except ImportError:
         torch_module = None
-    _require(torch_module is not None, "torch is not installed (pip install torch==2.13.0)")
+    require(torch_module is not None, "torch is not installed (pip install torch==2.13.0)")
     return torch_module
 
 
@@ -61,5 +61,5 @@ def exam_cases():
     """The exams' worked answers (shared/exam_cases.json); skipped if absent, failed
     under FASTDL_TEST_STRICT=1."""
     path = exam_cases_path()
-    _require(path is not None, "shared/exam_cases.json was not found (set FASTDL_EXAM_CASES)")
+    require(path is not None, "shared/exam_cases.json was not found (set FASTDL_EXAM_CASES)")
     return json.loads(path.read_text())

@@ -11,7 +11,7 @@ import pytest
 import fastdl
 import fastdl._dispatch as dispatch
 
-from conftest import BACKENDS
+from conftest import BACKENDS, require
 from helpers import run_isolated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,7 @@ def small_conv(**kwargs):
 
 def need(*names):
     missing = [n for n in names if n not in AVAILABLE]
-    if missing:
-        pytest.skip(f"needs backends {missing}")
+    require(not missing, f"backends {missing} are unavailable")
 
 
 def test_backends_lists_every_backend_with_status():
@@ -226,7 +225,7 @@ def test_num_threads_validation():
 def test_thread_count_does_not_change_results(name):
     need(name)
     if dispatch.max_num_threads() < 2:
-        pytest.skip("needs at least 2 threads")
+        pytest.skip("a second thread is not available on this machine")
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 17, 19, 5)).astype(np.float32)
     w = rng.standard_normal((3, 4, 5, 8)).astype(np.float32)

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 import fastdl
 from fastdl import reference
 
-from conftest import BACKENDS, STRICT
+from conftest import BACKENDS, require
 from helpers import assert_close, layout_variants, run_isolated
 
 OPS = {
@@ -49,18 +49,13 @@ def _torch():
     try:
         import torch
     except ImportError:
-        if STRICT:
-            pytest.fail("FASTDL_TEST_STRICT=1 but torch is not installed")
-        pytest.skip("torch is not installed")
+        require(False, "torch is unavailable (pip install torch==2.13.0)")
     return torch
 
 
 def _available(name):
     status = fastdl.backends()[name]
-    if status != "available":
-        if STRICT:
-            pytest.fail(f"FASTDL_TEST_STRICT=1 but backend {name} is unavailable: {status}")
-        pytest.skip(f"backend {name} is unavailable: {status}")
+    require(status == "available", f"backend {name} is unavailable: {status}")
 
 
 @pytest.mark.parametrize("op", OPS)
