@@ -142,9 +142,12 @@ def physical_memory_bytes():
 def check_fits_in_memory(name, nbytes, what):
     """Raise a ValueError naming ``name`` when ``what`` needs more bytes than the machine
     has: a clear message up front instead of a MemoryError, or an out-of-memory kill of
-    the process while the kernel fills lazily-committed pages."""
+    the process while the kernel fills lazily-committed pages. ``what`` may be a callable
+    returning the description (formatting it on every call costs microseconds)."""
     total = physical_memory_bytes()
     if total is not None and nbytes > total:
+        if callable(what):
+            what = what()
         raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.4g} GiB, more than "
                          f"this machine's {total / 2**30:.4g} GiB of memory")
 
@@ -271,7 +274,7 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
     check_fits_in_memory(
         "padding" if any(lo or hi for lo, hi in pads) else "x",
         (math.prod(padded_shape) + math.prod(out_shape)) * dtype.itemsize,
-        f"the padded input {padded_shape} and the output {out_shape} ({dtype}, channels-last)",
+        lambda: f"the padded input {padded_shape} and the output {out_shape} ({dtype}, channels-last)",
     )
     return ConvSpec(x=x, weight=weight, bias=bias, stride=stride, pads=pads,
                     dilation=dilation, groups=groups, out_spatial=out_spatial,

@@ -23,6 +23,7 @@ tile, so BLAS itself must run single-threaded meanwhile (see ``blas_single_threa
 """
 
 import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -75,16 +76,25 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     return path, threads, tile_rows, path in (SHIFTED, IM2COL) and not tiny
 
 
-def reduction_offsets(x_shape, w_shape, dilation):
-    """SMALL path: offset of each reduction element (kd, kh, kw, c), in weight row order,
-    from an output pixel's first input element in the padded channels-last input."""
+@functools.lru_cache(maxsize=256)
+def _reduction_offsets(x_shape, w_shape, dilation):
     _, in_d, in_h, in_w, in_c = x_shape
     k_d, k_h, k_w, c_per_group, _ = w_shape
     dd, dh, dw = dilation
-    kd, kh, kw, c = np.meshgrid(np.arange(k_d), np.arange(k_h), np.arange(k_w),
-                                np.arange(c_per_group), indexing="ij")
-    offsets = ((kd * dd * in_h + kh * dh) * in_w + kw * dw) * in_c + c
-    return np.ascontiguousarray(offsets.reshape(-1), dtype=np.intp)
+    kd = np.arange(k_d).reshape(-1, 1, 1, 1)
+    kh = np.arange(k_h).reshape(1, -1, 1, 1)
+    kw = np.arange(k_w).reshape(1, 1, -1, 1)
+    c = np.arange(c_per_group).reshape(1, 1, 1, -1)
+    offsets = (((kd * dd * in_h + kh * dh) * in_w + kw * dw) * in_c + c).astype(np.intp).ravel()
+    offsets.flags.writeable = False  # shared between calls through the cache
+    return offsets
+
+
+def reduction_offsets(x_shape, w_shape, dilation):
+    """SMALL path: offset of each reduction element (kd, kh, kw, c), in weight row order,
+    from an output pixel's first input element in the padded channels-last input.
+    Cached: repeated calls on one shape (a training loop) skip the index arithmetic."""
+    return _reduction_offsets(tuple(x_shape), tuple(w_shape), tuple(dilation))
 
 
 _blas_lock = threading.Lock()

@@ -11,7 +11,7 @@ between (C values) is done here in float64.
 import numpy as np
 
 from . import _checks
-from ._dispatch import get_num_threads, kernels
+from ._dispatch import kernels, threads_for
 
 
 def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
@@ -81,7 +81,7 @@ def _batch_statistics(module, x3):
     """Per-channel mean and biased variance (float64) of a contiguous (A, C, B) array."""
     mean = np.empty(x3.shape[1])
     var = np.empty(x3.shape[1])
-    module.channel_stats(x3, mean, var, get_num_threads())
+    module.channel_stats(x3, mean, var, threads_for(x3.size))
     return mean, var
 
 
@@ -99,5 +99,5 @@ def _normalize(module, x3, mean, var, gamma, beta, eps):
         shift = beta.astype(np.float64) - (mean - center) * scale
     out = np.empty(x3.shape, dtype)
     module.scale_shift(x3, center, scale.astype(dtype), shift.astype(dtype), out,
-                       get_num_threads())
+                       threads_for(x3.size))
     return out

@@ -10,7 +10,7 @@ the rows); an NCHW-shaped view of channels-last memory takes the channels-last p
 import numpy as np
 
 from . import _checks
-from ._dispatch import get_num_threads, kernels
+from ._dispatch import kernels, threads_for
 
 
 def max_pool2d(x, size=2, stride=None, padding=0, *, layout="NHWC", backend=None):
@@ -50,13 +50,13 @@ def _pool(kernel_name, x, size, stride, padding, layout, backend):
             planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype)
             kernel(planes.reshape(n * channels, in_h, in_w, 1),
                    out.reshape(n * channels, out_h, out_w, 1), spec.size, spec.stride, pads,
-                   get_num_threads())
+                   threads_for(planes.size))
     else:
         out = np.empty((n, out_h, out_w, channels), dtype=spec.dtype)
         if out.size:
             # The one copy the kernel may need: C order, native bytes.
             xc = np.ascontiguousarray(spec.x, dtype=spec.dtype)
-            kernel(xc, out, spec.size, spec.stride, pads, get_num_threads())
+            kernel(xc, out, spec.size, spec.stride, pads, threads_for(xc.size))
         if spec.channels_first:  # NCHW shape over channels-last memory: return NCHW
             out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
     return out if spec.batched else out[0]

@@ -215,7 +215,7 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     path, threads, tile_rows, limit_blas = _conv_plan.choose(
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
 
-    cdef Py_ssize_t[::1] koff
+    cdef const Py_ssize_t[::1] koff
     cdef const Py_ssize_t* koff_ptr
     cdef const real* x_row
     if path == _conv_plan.SMALL:

@@ -27,6 +27,15 @@ def require(available, why):
     pytest.skip(f"{why} (not available)")
 
 
+@pytest.fixture(autouse=True)
+def parallel_even_when_small(monkeypatch):
+    """Tests use small arrays; without this, batch norm and pooling would run them on one
+    thread (fastdl._dispatch.SERIAL_VALUES) and never exercise the parallel code paths
+    (chunk merges, C < threads). test_dispatch.py tests the threshold itself."""
+    import fastdl._dispatch
+    monkeypatch.setattr(fastdl._dispatch, "SERIAL_VALUES", 0)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """Each backend name; skipped (failed under strict) where unavailable."""

@@ -240,6 +240,27 @@ def test_thread_count_does_not_change_results(name):
     assert np.max(np.abs(results[1] - ref)) < 1e-4 * np.max(np.abs(ref))
 
 
+@pytest.mark.parametrize("name", ["numba", "cython"])
+def test_small_inputs_run_serially_with_the_same_results(name, monkeypatch):
+    """Below SERIAL_VALUES, memory-bound ops run on the calling thread only (waking the
+    pool costs more than it saves); the results are those of the parallel run."""
+    need(name)
+    threshold = 1 << 16
+    monkeypatch.setattr(dispatch, "SERIAL_VALUES", threshold)
+    assert dispatch.threads_for(threshold - 1) == 1
+    assert dispatch.threads_for(threshold) == fastdl.get_num_threads()
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, 9, 9, 4)) * 3 + 7).astype(np.float32)
+    gamma, beta = np.full(4, 1.5, np.float32), np.full(4, -0.5, np.float32)
+    serial = (fastdl.batch_norm(x, gamma, beta, backend=name),
+              fastdl.max_pool2d(x, 3, 2, 1, backend=name))
+    monkeypatch.setattr(dispatch, "SERIAL_VALUES", 0)
+    parallel = (fastdl.batch_norm(x, gamma, beta, backend=name),
+                fastdl.max_pool2d(x, 3, 2, 1, backend=name))
+    np.testing.assert_allclose(serial[0], parallel[0], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(serial[1], parallel[1])  # max is exact whatever the split
+
+
 def test_import_is_lazy():
     """``import fastdl`` imports neither numba nor any kernel module; asking which
     backends are available imports them but compiles no numba kernel."""

@@ -29,11 +29,15 @@ def njit_serial(*args, **kwargs):
 
 
 _workqueue_lock = threading.Lock()
+_safe_layer_running = False  # set once a parallel kernel ran on a thread-safe layer
 
 
 def run_parallel(kernel, num_threads, *args):
     """Call a parallel kernel on ``num_threads`` threads (numba's count is thread-local)."""
+    global _safe_layer_running
     numba.set_num_threads(num_threads)
+    if _safe_layer_running:  # the layer never changes once chosen: skip the lookup
+        return kernel(*args)
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet in this process
@@ -43,4 +47,5 @@ def run_parallel(kernel, num_threads, *args):
         # layer turned out to be the unsafe workqueue.
         with _workqueue_lock:
             return kernel(*args)
+    _safe_layer_running = True
     return kernel(*args)
