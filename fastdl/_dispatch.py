@@ -15,6 +15,7 @@ import contextvars
 import importlib
 import json
 import os
+import sys
 import threading
 
 BACKENDS = ("numba", "cython", "numpy")
@@ -74,11 +75,7 @@ def _cython_build_failures():
 
 def backends():
     """Map each backend, in preference order, to "available" or why it is not."""
-    with _lock:
-        for name in BACKENDS:
-            if name not in _status:
-                _status[name] = _probe(name)
-        return {name: _status[name] for name in BACKENDS}
+    return {name: _status_of(name) for name in BACKENDS}
 
 
 def _check_name(backend, source):
@@ -143,9 +140,15 @@ def resolve(backend=None):
 
 
 def _status_of(backend):
-    """backends()[backend] without the lock once it is known (the per-call path)."""
+    """"available" or why not, probing only this backend (a call on cython must not pay
+    for importing numba) and taking the lock only the first time."""
     status = _status.get(backend)
-    return backends()[backend] if status is None else status
+    if status is None:
+        with _lock:
+            status = _status.get(backend)
+            if status is None:
+                status = _status[backend] = _probe(backend)
+    return status
 
 
 _modules = {}  # (package, family) -> imported kernel module
@@ -169,11 +172,17 @@ def default_num_threads():
 
 def max_num_threads():
     """The most threads the compiled backends can use (numba's pool size)."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            return int(numba.config.NUMBA_NUM_THREADS)
+        except Exception:
+            return default_num_threads()
+    # numba not imported yet (a cython- or numpy-only process need not pay ~0.15 s for
+    # it): numba's own default, the NUMBA_NUM_THREADS variable or the usable cores.
     try:
-        import numba
-
-        return int(numba.config.NUMBA_NUM_THREADS)
-    except Exception:
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    except (KeyError, ValueError):
         return default_num_threads()
 
 

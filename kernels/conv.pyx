@@ -3,8 +3,8 @@
 # count and tile size come from fastdl/_conv_plan.py (one rule for both backends). The
 # Python wrapper (fastdl/conv.py) has already validated every shape, so no bounds are
 # checked here.
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython.parallel cimport parallel, prange, threadid
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
@@ -37,6 +37,28 @@ from fastdl import _conv_plan
 ctypedef fused real:
     float
     double
+
+# scipy's BLAS (scipy.linalg.cython_blas), loaded on the first GEMM-path call rather than
+# by a module-level cimport: importing scipy.linalg costs ~0.13 s, and the SMALL and
+# DIRECT paths (the exams' layers, small inputs) never call BLAS.
+ctypedef void (*sgemm_fn)(char* transa, char* transb, int* m, int* n, int* k,
+                          float* alpha, float* a, int* lda, float* b, int* ldb,
+                          float* beta, float* c, int* ldc) noexcept nogil
+ctypedef void (*dgemm_fn)(char* transa, char* transb, int* m, int* n, int* k,
+                          double* alpha, double* a, int* lda, double* b, int* ldb,
+                          double* beta, double* c, int* ldc) noexcept nogil
+cdef sgemm_fn sgemm = NULL
+cdef dgemm_fn dgemm = NULL
+
+
+cdef void _load_blas() except *:
+    global sgemm, dgemm
+    if sgemm != NULL:
+        return
+    from scipy.linalg import cython_blas
+    capsules = cython_blas.__pyx_capi__
+    dgemm = <dgemm_fn>PyCapsule_GetPointer(capsules["dgemm"], PyCapsule_GetName(capsules["dgemm"]))
+    sgemm = <sgemm_fn>PyCapsule_GetPointer(capsules["sgemm"], PyCapsule_GetName(capsules["sgemm"]))
 
 
 cdef inline void _gemm(int m, int n, int k, const real* a, int lda, const real* b, int ldb,
@@ -250,6 +272,7 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                         sd, sh, sw, dd, dh, dw, groups)
         return
 
+    _load_blas()
     # Per-thread scratch (SHIFTED: a tile of outputs; IM2COL: a tile of patches),
     # allocated here so an allocation failure raises instead of failing in a thread.
     cdef Py_ssize_t width = out_c if path == _conv_plan.SHIFTED else k_total

@@ -285,6 +285,29 @@ def test_import_is_lazy():
     assert out.splitlines() == ["after import: []", "compiled: []"]
 
 
+def test_a_cython_call_loads_neither_numba_nor_scipy_blas():
+    """A call on the cython backend probes that backend only, and paths that need no
+    GEMM do not import scipy.linalg (together ~0.3 s of a fresh process's first call);
+    a GEMM-path call then loads BLAS and is right."""
+    need("cython")
+    rc, out, err = run_isolated(f"""
+        import sys; sys.path.insert(0, {str(ROOT)!r})
+        import numpy as np
+        import fastdl
+        x = np.arange(2 * 9 * 9 * 3, dtype=np.float32).reshape(2, 9, 9, 3) / 100
+        w = np.ones((3, 3, 3, 8), np.float32)
+        y = fastdl.conv2d(x, w, padding=1, backend="cython")
+        print(sorted({{m.split(".")[0] for m in sys.modules if m.split(".")[0] == "numba"}}
+                     | {{m for m in sys.modules if m == "scipy.linalg"}}))
+        x = np.ones((1, 12, 12, 32), np.float32)
+        w = np.ones((3, 3, 32, 32), np.float32)
+        y = fastdl.conv2d(x, w, backend="cython")  # SHIFTED path: BLAS
+        print("scipy.linalg" in sys.modules, float(y.min()), float(y.max()))
+    """)
+    assert rc == 0, err
+    assert out.splitlines() == ["[]", "True 288.0 288.0"]
+
+
 def test_auto_and_none_both_restore_the_default(monkeypatch):
     monkeypatch.setenv("FASTDL_BACKEND", "numpy")
     for reset in ("auto", None):

@@ -3,8 +3,8 @@
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
 compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
 from nopython code: its sgemm/dgemm addresses are registered with LLVM under our own
-symbol names at import, and the kernels reference those names, so ``cache=True`` stays
-valid across processes (no address is baked into the cached code).
+symbol names before the first GEMM-path call, and the kernels reference those names, so
+``cache=True`` stays valid across processes (no address is baked into the cached code).
 
 Arrays are passed flat with their shapes in ``dims``; hot loops index through ``_u``
 (uint64): with signed indices numba adds a negative-index wraparound check to every
@@ -23,9 +23,20 @@ from .. import _conv_plan
 from . import njit_parallel, njit_serial, run_parallel
 
 _GEMM_SYMBOLS = {types.float32: "fastdl_cython_blas_sgemm", types.float64: "fastdl_cython_blas_dgemm"}
-for _dtype, _symbol in _GEMM_SYMBOLS.items():
-    llvm.add_symbol(_symbol, get_cython_function_address(
-        "scipy.linalg.cython_blas", "sgemm" if _dtype == types.float32 else "dgemm"))
+_blas_registered = False
+
+
+def _register_blas():
+    """Register scipy's sgemm/dgemm under our symbol names, before the first GEMM-path
+    kernel is compiled or loaded from the cache. Not at import: importing scipy.linalg
+    costs ~0.13 s, and the SMALL and DIRECT paths never call BLAS."""
+    global _blas_registered
+    if _blas_registered:
+        return
+    for dtype, symbol in _GEMM_SYMBOLS.items():
+        llvm.add_symbol(symbol, get_cython_function_address(
+            "scipy.linalg.cython_blas", "sgemm" if dtype == types.float32 else "dgemm"))
+    _blas_registered = True
 
 
 @intrinsic
@@ -351,6 +362,7 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
         koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
         run_parallel(_conv_small, threads, *flat[:4], koff, dims, threads)
         return
+    _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
     with _conv_plan.blas_single_threaded(limit_blas):
         run_parallel(kernel, threads, *flat, tile_rows, threads)
