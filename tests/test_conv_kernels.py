@@ -165,3 +165,29 @@ def test_nan_and_inf_propagate_on_every_path(path, backend, dtype, torch, rng, m
                         backend=backend)
     assert np.isnan(expected).any() and np.isinf(expected).any()
     assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape, offsets", [
+    ((2, 3, 1, 5, 7), (0, 1, 2)),
+    ((1, 5, 3, 4, 2), (1, 0, 3)),
+    ((3, 1, 1, 1, 130), (0, 0, 0)),   # one channel, more than one pixel block
+    ((2, 70, 1, 3, 3), (0, 2, 1)),
+])
+def test_layout_transposes(backend, dtype, rng, shape, offsets, threads):
+    """The cache-blocked transposes behind channels-first calls, against np.moveaxis:
+    exact, and the padding around the interior is left untouched."""
+    module = fastdl._dispatch.kernels("conv", backend)
+    x = rng.standard_normal(shape).astype(dtype)
+    n, c, d, h, w = shape
+    od, oh, ow = offsets
+    padded = np.full((n, d + 2 * od, h + 2 * oh, w + 2 * ow, c), -7.0, dtype)
+    module.to_channels_last(x, padded, offsets, threads)
+    expected = np.full_like(padded, -7.0)
+    expected[:, od:od + d, oh:oh + h, ow:ow + w] = np.moveaxis(x, 1, -1)
+    assert np.array_equal(padded, expected)
+
+    y = rng.standard_normal((n, d * h * w, c)).astype(dtype)
+    first = np.empty((n, c, d * h * w), dtype)
+    module.to_channels_first(y, first, threads)
+    assert np.array_equal(first, np.moveaxis(y, -1, 1))

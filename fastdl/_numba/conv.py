@@ -366,3 +366,49 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
     with _conv_plan.blas_single_threaded(limit_blas):
         run_parallel(kernel, threads, *flat, tile_rows, threads)
+
+
+# Layout changes for channels-first calls. NumPy's copy of a moveaxis view reads (or
+# writes) with a stride of a whole channel plane, one TLB miss per value: 1.6-1.9 ms for
+# an 8x64x56x56 float32 batch, ~10x a plain copy. These work on one (n, d, h) input row or
+# one block of pixels at a time, so both sides stay in L1, and run on all threads.
+PIXEL_BLOCK = 64  # pixels per task of to_channels_first (64 * C values in L1)
+
+
+@njit_parallel
+def _to_channels_last(x, out, od, oh, ow):
+    n_batch, channels, depth, height, width = x.shape
+    for row in prange(n_batch * depth * height):
+        n = row // (depth * height)
+        d = (row // height) % depth
+        h = row % height
+        dst = out[n, d + od, h + oh]
+        for c in range(channels):
+            src = x[n, c, d, h]
+            for w in range(width):
+                dst[w + ow, c] = src[w]
+
+
+@njit_parallel
+def _to_channels_first(y, out):
+    n_batch, pixels, channels = y.shape
+    blocks = (pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    for task in prange(n_batch * blocks):
+        n = task // blocks
+        s0 = (task % blocks) * PIXEL_BLOCK
+        s1 = min(pixels, s0 + PIXEL_BLOCK)
+        for c in range(channels):
+            dst = out[n, c]
+            for s in range(s0, s1):
+                dst[s] = y[n, s, c]
+
+
+def to_channels_last(x, out, offsets, num_threads):
+    """out[n, d + od, h + oh, w + ow, c] = x[n, c, d, h, w]; the rest of out (the
+    padding) is left as it is. offsets = (od, oh, ow), the leading padding."""
+    run_parallel(_to_channels_last, num_threads, x, out, *offsets)
+
+
+def to_channels_first(y, out, num_threads):
+    """out[n, c, s] = y[n, s, c]: a channels-last result (pixels s) to channels-first."""
+    run_parallel(_to_channels_first, num_threads, y, out)

@@ -24,3 +24,16 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
                     grouped = window.reshape(window.shape[:-1] + (groups, c_per_group))
                     tap_g = tap.reshape(c_per_group, groups, o_per_group)
                     out += np.einsum("...gc,cgo->...go", grouped, tap_g).reshape(out.shape)
+
+
+def to_channels_last(x, out, offsets, num_threads):
+    """out[n, d + od, h + oh, w + ow, c] = x[n, c, d, h, w]; the rest of out (the
+    padding) is left as it is. offsets = (od, oh, ow), the leading padding."""
+    _, _, depth, height, width = x.shape
+    od, oh, ow = offsets
+    out[:, od:od + depth, oh:oh + height, ow:ow + width] = np.moveaxis(x, 1, -1)
+
+
+def to_channels_first(y, out, num_threads):
+    """out[n, c, s] = y[n, s, c]: a channels-last result (pixels s) to channels-first."""
+    out[...] = np.moveaxis(y, -1, 1)
