@@ -300,8 +300,10 @@ def test_a_cython_call_loads_neither_numba_nor_scipy_blas():
         print(sorted({{m.split(".")[0] for m in sys.modules if m.split(".")[0] == "numba"}}
                      | {{m for m in sys.modules if m == "scipy.linalg"}}))
         x = np.ones((1, 12, 12, 32), np.float32)
-        w = np.ones((3, 3, 32, 32), np.float32)
-        y = fastdl.conv2d(x, w, backend="cython")  # SHIFTED path: BLAS
+        w = np.ones((3, 3, 32, 72), np.float32)  # more than SMALL_MAX_OUT channels
+        plan = fastdl._conv_plan.choose((1, 1, 10, 10, 72), (1, 3, 3, 32, 72), (1, 1, 1), 1, 1, 4)
+        assert plan[0] == fastdl._conv_plan.SHIFTED, plan
+        y = fastdl.conv2d(x, w, backend="cython")  # a GEMM path: BLAS
         print("scipy.linalg" in sys.modules, float(y.min()), float(y.max()))
     """)
     assert rc == 0, err
