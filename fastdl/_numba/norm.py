@@ -67,25 +67,55 @@ def _merge_columns(per_channel, c, n_rows, shift, sum1, sum2):
 
 
 @njit_serial
-def _segment_chunk(x3, c, item0, item1):
-    """(count, mean, M2) of channel c over pieces item0..item1-1 (a piece: part of a row)."""
-    length = x3.shape[2]
+def _shifted_sums(values, shift):
+    """Sums of values - shift and of their squares, in float64. An index loop from 0:
+    LLVM vectorises it (iterating over the array, or from a start it cannot prove
+    non-negative, it does not: 7x slower)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(values.shape[0]):
+        d = np.float64(values[i]) - shift
+        s1 += d
+        s2 += d * d
+    return s1, s2
+
+
+@njit_serial
+def _segment_run(x2, channels, item0, item1, part_n, part_mean, part_m2):
+    """Pieces item0..item1-1 of the (A*C, B) rows, in memory order, each merged into
+    its channel's summary in part_n/part_mean/part_m2 (this task's own (C,) slots)."""
+    length = x2.shape[1]
     pieces = (length + PIECE - 1) // PIECE
-    n, m, m2 = 0.0, 0.0, 0.0
     for item in range(item0, item1):
-        segment = x3[item // pieces, c]
+        row = item // pieces
+        b0 = (item % pieces) * PIECE
+        values = x2[row, b0:min(length, b0 + PIECE)]
+        shift = np.float64(values[0])
+        s1, s2 = _shifted_sums(values, shift)
+        n_b = np.float64(values.shape[0])
+        c = row % channels
+        part_n[c], part_mean[c], part_m2[c] = _chan_merge(
+            part_n[c], part_mean[c], part_m2[c], n_b, shift + s1 / n_b,
+            max(s2 - s1 * s1 / n_b, 0.0))
+
+
+@njit_serial
+def _affine_run(values, out, center, scale, shift):
+    for i in range(values.shape[0]):
+        out[i] = (values[i] - center) * scale + shift
+
+
+@njit_serial
+def _affine_segment_run(x2, channels, item0, item1, center, scale, shift, out2):
+    """out = (x - center[c]) * scale[c] + shift[c] on pieces item0..item1-1 of the rows."""
+    length = x2.shape[1]
+    pieces = (length + PIECE - 1) // PIECE
+    for item in range(item0, item1):
+        row = item // pieces
+        c = row % channels
         b0 = (item % pieces) * PIECE
         b1 = min(length, b0 + PIECE)
-        shift = np.float64(segment[b0])
-        s1 = 0.0
-        s2 = 0.0
-        for b in range(b0, b1):
-            d = np.float64(segment[b]) - shift
-            s1 += d
-            s2 += d * d
-        n_b = np.float64(b1 - b0)
-        n, m, m2 = _chan_merge(n, m, m2, n_b, shift + s1 / n_b, max(s2 - s1 * s1 / n_b, 0.0))
-    return n, m, m2
+        _affine_run(x2[row, b0:b1], out2[row, b0:b1], center[c], scale[c], shift[c])
 
 
 # The hot loops live in the serial helpers above: inlined into a prange body, numba's
@@ -113,23 +143,20 @@ def _column_stats(x2, per_channel, mean, var, row_chunks):
 
 
 @njit_parallel
-def _segment_stats(x3, mean, var, chunks):
-    n_rows, channels, length = x3.shape
-    items = n_rows * ((length + PIECE - 1) // PIECE)
-    part_n = np.empty(channels * chunks)
-    part_mean = np.empty(channels * chunks)
-    part_m2 = np.empty(channels * chunks)
-    for task in prange(channels * chunks):
-        k = task % chunks
-        n, m, m2 = _segment_chunk(x3, task // chunks, k * items // chunks,
-                                  (k + 1) * items // chunks)
-        part_n[task] = n
-        part_mean[task] = m
-        part_m2[task] = m2
+def _segment_stats(x2, channels, mean, var, tasks):
+    items = x2.shape[0] * ((x2.shape[1] + PIECE - 1) // PIECE)
+    part_n = np.zeros((tasks, channels))
+    part_mean = np.zeros((tasks, channels))
+    part_m2 = np.zeros((tasks, channels))
+    for task in prange(tasks):
+        _segment_run(x2, channels, task * items // tasks, (task + 1) * items // tasks,
+                     part_n[task], part_mean[task], part_m2[task])
     for c in range(channels):
         n, m, m2 = 0.0, 0.0, 0.0
-        for task in range(c * chunks, (c + 1) * chunks):
-            n, m, m2 = _chan_merge(n, m, m2, part_n[task], part_mean[task], part_m2[task])
+        for task in range(tasks):
+            if part_n[task, c] > 0.0:
+                n, m, m2 = _chan_merge(n, m, m2, part_n[task, c], part_mean[task, c],
+                                       part_m2[task, c])
         mean[c] = m
         var[c] = m2 / n
 
@@ -144,19 +171,11 @@ def _affine_columns(x2, center, scale, shift, out):
 
 
 @njit_parallel
-def _affine_segments(x3, center, scale, shift, out):
-    n_rows, channels, length = x3.shape
-    pieces = (length + PIECE - 1) // PIECE
-    for item in prange(n_rows * channels * pieces):
-        row = item // pieces
-        a = row // channels
-        c = row % channels
-        b0 = (item % pieces) * PIECE
-        segment = x3[a, c]
-        out_segment = out[a, c]
-        cc, s, t = center[c], scale[c], shift[c]
-        for b in range(b0, min(length, b0 + PIECE)):
-            out_segment[b] = (segment[b] - cc) * s + t
+def _affine_segments(x2, channels, center, scale, shift, out2, tasks):
+    items = x2.shape[0] * ((x2.shape[1] + PIECE - 1) // PIECE)
+    for task in prange(tasks):
+        _affine_segment_run(x2, channels, task * items // tasks, (task + 1) * items // tasks,
+                            center, scale, shift, out2)
 
 
 def channel_stats(x3, mean, var, num_threads):
@@ -169,9 +188,9 @@ def channel_stats(x3, mean, var, num_threads):
         run_parallel(_column_stats, num_threads, x3.reshape(n_rows, width), length,
                      mean, var, row_chunks)
     else:
-        items = n_rows * -(-length // PIECE)
-        chunks = max(1, min(items, -(-num_threads // channels)))
-        run_parallel(_segment_stats, num_threads, x3, mean, var, chunks)
+        rows = x3.reshape(n_rows * channels, length)
+        run_parallel(_segment_stats, num_threads, rows, channels, mean, var,
+                     _segment_tasks(rows, num_threads))
 
 
 def scale_shift(x3, center, scale, shift, out, num_threads):
@@ -183,4 +202,11 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
                      np.repeat(center, length), np.repeat(scale, length),
                      np.repeat(shift, length), out.reshape(n_rows, width))
     else:
-        run_parallel(_affine_segments, num_threads, x3, center, scale, shift, out)
+        rows = x3.reshape(n_rows * channels, length)
+        run_parallel(_affine_segments, num_threads, rows, channels, center, scale, shift,
+                     out.reshape(rows.shape), _segment_tasks(rows, num_threads))
+
+
+def _segment_tasks(rows, num_threads):
+    """One contiguous run of pieces per thread (fewer when there are fewer pieces)."""
+    return max(1, min(num_threads, rows.shape[0] * -(-rows.shape[1] // PIECE)))
