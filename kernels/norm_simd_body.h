@@ -1,0 +1,86 @@
+/* One build of the batch-norm loops (see norm_simd.h). Parameters, #defined by the
+ * includer: REAL (float/double), LOAD4 (four REAL at a pointer, as a float64 vector),
+ * NAME(loop) (this build's function name), TARGET (empty, or a target("...") attribute). */
+
+/* sums[0] = sum of (x[i] - shift), sums[1] = sum of (x[i] - shift)^2, in float64.
+ * Four independent vector accumulators: one would leave the loop waiting on the add
+ * latency instead of on memory. */
+TARGET static void NAME(shifted_sums)(const REAL* x, ptrdiff_t n, double shift, double* sums)
+{
+    const fastdl_norm_f64x4 shift_v = {shift, shift, shift, shift};
+    fastdl_norm_f64x4 s1[4] = {{0}}, s2[4] = {{0}};
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 4; k++) {
+            fastdl_norm_f64x4 d = LOAD4(x + i + 4 * k) - shift_v;
+            s1[k] += d;
+            s2[k] += d * d;
+        }
+    fastdl_norm_f64x4 v1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+    fastdl_norm_f64x4 v2 = (s2[0] + s2[1]) + (s2[2] + s2[3]);
+    double sum1 = (v1[0] + v1[1]) + (v1[2] + v1[3]);
+    double sum2 = (v2[0] + v2[1]) + (v2[2] + v2[3]);
+    for (; i < n; i++) {
+        double d = (double)x[i] - shift;
+        sum1 += d;
+        sum2 += d * d;
+    }
+    sums[0] = sum1;
+    sums[1] = sum2;
+}
+
+/* Over rows 0..rows-1 of an (rows, row_stride) matrix, per column w < width (at most
+ * the caller's tile): shift[w] = x[0, w], sum1[w] / sum2[w] = sums of x[r, w] - shift[w]
+ * and of its square. Two rows per step halve the accumulator loads and stores. */
+TARGET static void NAME(column_sums)(const REAL* x, ptrdiff_t row_stride, ptrdiff_t rows,
+                                     ptrdiff_t width, double* restrict shift,
+                                     double* restrict sum1, double* restrict sum2)
+{
+    for (ptrdiff_t w = 0; w < width; w++) {
+        shift[w] = (double)x[w];
+        sum1[w] = 0.0;
+        sum2[w] = 0.0;
+    }
+    ptrdiff_t r = 0;
+    for (; r + 1 < rows; r += 2) {
+        const REAL* restrict row = x + r * row_stride;
+        const REAL* restrict next_row = row + row_stride;
+        for (ptrdiff_t w = 0; w < width; w++) {
+            double d = (double)row[w] - shift[w];
+            double e = (double)next_row[w] - shift[w];
+            sum1[w] += d + e;
+            sum2[w] += d * d + e * e;
+        }
+    }
+    if (r < rows) {
+        const REAL* restrict row = x + r * row_stride;
+        for (ptrdiff_t w = 0; w < width; w++) {
+            double d = (double)row[w] - shift[w];
+            sum1[w] += d;
+            sum2[w] += d * d;
+        }
+    }
+}
+
+/* out[i] = (x[i] - center) * scale + shift */
+TARGET static void NAME(affine)(const REAL* restrict x, REAL* restrict out, ptrdiff_t n,
+                                REAL center, REAL scale, REAL shift)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        out[i] = (x[i] - center) * scale + shift;
+}
+
+/* out[r, w] = (x[r, w] - center[w]) * scale[w] + shift[w] on contiguous (rows, width) */
+TARGET static void NAME(affine_columns)(const REAL* restrict x, REAL* restrict out,
+                                        ptrdiff_t rows, ptrdiff_t width,
+                                        const REAL* restrict center,
+                                        const REAL* restrict scale,
+                                        const REAL* restrict shift)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL* restrict row = x + r * width;
+        REAL* restrict out_row = out + r * width;
+        for (ptrdiff_t w = 0; w < width; w++)
+            out_row[w] = (row[w] - center[w]) * scale[w] + shift[w];
+    }
+}
