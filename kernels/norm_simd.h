@@ -24,6 +24,7 @@ typedef float fastdl_norm_f32x4 __attribute__((vector_size(16)));
     ({ fastdl_norm_f32x4 v_; memcpy(&v_, (p), sizeof v_);                                 \
        __builtin_convertvector(v_, fastdl_norm_f64x4); })
 #define FASTDL_NORM_LOAD4_F64(p) ({ fastdl_norm_f64x4 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define FASTDL_NORM_STORE4(p, v) do { fastdl_norm_f64x4 s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
 
 #define TARGET
 #define REAL float

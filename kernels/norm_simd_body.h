@@ -31,30 +31,51 @@ TARGET static void NAME(shifted_sums)(const REAL* x, ptrdiff_t n, double shift, 
 
 /* Over rows 0..rows-1 of an (rows, row_stride) matrix, per column w < width (at most
  * the caller's tile): shift[w] = x[0, w], sum1[w] / sum2[w] = sums of x[r, w] - shift[w]
- * and of its square. Two rows per step halve the accumulator loads and stores. */
+ * and of its square. Explicit vectors: GCC's own vectorisation of this loop fell back
+ * to scalar code for float64 input, not sure that x and the sums cannot overlap. */
 TARGET static void NAME(column_sums)(const REAL* x, ptrdiff_t row_stride, ptrdiff_t rows,
-                                     ptrdiff_t width, double* restrict shift,
-                                     double* restrict sum1, double* restrict sum2)
+                                     ptrdiff_t width, double* shift, double* sum1,
+                                     double* sum2)
 {
+    /* Measured (AMD EPYC, 200704 x 64): float32 gains from two rows per step (half the
+     * accumulator loads and stores, 3.2 vs 4.7 ms); float64 runs 2.9x slower that way
+     * (11.9 vs 4.0 ms), so it takes one row per step. */
+    const int rows_per_step = sizeof(REAL) == sizeof(float) ? 2 : 1;
+    const ptrdiff_t vector_width = width - width % 4;
+    ptrdiff_t r = 0;
     for (ptrdiff_t w = 0; w < width; w++) {
         shift[w] = (double)x[w];
         sum1[w] = 0.0;
         sum2[w] = 0.0;
     }
-    ptrdiff_t r = 0;
-    for (; r + 1 < rows; r += 2) {
-        const REAL* restrict row = x + r * row_stride;
-        const REAL* restrict next_row = row + row_stride;
-        for (ptrdiff_t w = 0; w < width; w++) {
-            double d = (double)row[w] - shift[w];
-            double e = (double)next_row[w] - shift[w];
-            sum1[w] += d + e;
-            sum2[w] += d * d + e * e;
+    if (rows_per_step == 2) {
+        for (; r + 1 < rows; r += 2) {
+            const REAL* row = x + r * row_stride;
+            const REAL* next_row = row + row_stride;
+            for (ptrdiff_t w = 0; w < vector_width; w += 4) {
+                fastdl_norm_f64x4 sh = FASTDL_NORM_LOAD4_F64(shift + w);
+                fastdl_norm_f64x4 d = LOAD4(row + w) - sh;
+                fastdl_norm_f64x4 e = LOAD4(next_row + w) - sh;
+                FASTDL_NORM_STORE4(sum1 + w, FASTDL_NORM_LOAD4_F64(sum1 + w) + (d + e));
+                FASTDL_NORM_STORE4(sum2 + w,
+                                   FASTDL_NORM_LOAD4_F64(sum2 + w) + (d * d + e * e));
+            }
+            for (ptrdiff_t w = vector_width; w < width; w++) {
+                double d = (double)row[w] - shift[w];
+                double e = (double)next_row[w] - shift[w];
+                sum1[w] += d + e;
+                sum2[w] += d * d + e * e;
+            }
         }
     }
-    if (r < rows) {
-        const REAL* restrict row = x + r * row_stride;
-        for (ptrdiff_t w = 0; w < width; w++) {
+    for (; r < rows; r++) {
+        const REAL* row = x + r * row_stride;
+        for (ptrdiff_t w = 0; w < vector_width; w += 4) {
+            fastdl_norm_f64x4 d = LOAD4(row + w) - FASTDL_NORM_LOAD4_F64(shift + w);
+            FASTDL_NORM_STORE4(sum1 + w, FASTDL_NORM_LOAD4_F64(sum1 + w) + d);
+            FASTDL_NORM_STORE4(sum2 + w, FASTDL_NORM_LOAD4_F64(sum2 + w) + d * d);
+        }
+        for (ptrdiff_t w = vector_width; w < width; w++) {
             double d = (double)row[w] - shift[w];
             sum1[w] += d;
             sum2[w] += d * d;
