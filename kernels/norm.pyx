@@ -105,7 +105,9 @@ cdef void _column_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
         _column_block(x, width, k * n_rows // row_chunks, (k + 1) * n_rows // row_chunks,
                       w0, min(width, w0 + COLUMN_TILE),
                       shift + k * width, sum1 + k * width, sum2 + k * width)
-    for c in prange(channels, nogil=True, num_threads=num_threads, schedule="static"):
+    # Serial merge (C * row_chunks tiny merges): a second parallel region would be one more
+    # point where every thread waits for the slowest, costly on a busy machine.
+    for c in range(channels):
         _merge_columns(c, n_rows, width, per_channel, row_chunks, shift, sum1, sum2,
                        mean, var)
 
@@ -114,8 +116,7 @@ cdef inline void _merge_columns(Py_ssize_t c, Py_ssize_t n_rows, Py_ssize_t widt
                                 Py_ssize_t per_channel, Py_ssize_t row_chunks,
                                 const double* shift, const double* sum1, const double* sum2,
                                 double* mean, double* var) noexcept nogil:
-    """Channel c's statistics from the shifted sums of its columns in every row chunk
-    (a function, so that the accumulator is private to the thread)."""
+    """Channel c's statistics from the shifted sums of its columns in every row chunk."""
     cdef Py_ssize_t k, w, at
     cdef double n_k, s1
     cdef Summary acc

@@ -140,7 +140,9 @@ def _column_stats(x2, per_channel, mean, var, row_chunks):
         r0 = k * n_rows // row_chunks
         r1 = (k + 1) * n_rows // row_chunks
         _column_block(x2, r0, r1, w0, w1, shift[k], sum1[k], sum2[k])
-    for c in prange(width // per_channel):
+    # Serial merge (C * row_chunks tiny merges): a second parallel region would be one more
+    # point where every thread waits for the slowest, costly on a busy machine.
+    for c in range(width // per_channel):
         n, m, m2 = _merge_columns(per_channel, c, n_rows, shift, sum1, sum2)
         mean[c] = m
         var[c] = m2 / n
