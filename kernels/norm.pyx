@@ -182,10 +182,11 @@ cdef inline void _affine_segment_run(const real* x, real* out, Py_ssize_t channe
                                      Py_ssize_t length, Py_ssize_t item0, Py_ssize_t item1,
                                      const real* center, const real* scale,
                                      const real* shift) noexcept nogil:
-    """out = (x - center[c]) * scale[c] + shift[c] on pieces item0..item1-1 of the rows."""
+    """out = (x - center[c]) * scale[c] + shift[c] on pieces item1-1 down to item0 (the
+    scale/shift loops walk the output from its end: see kernels/norm_simd_body.h)."""
     cdef Py_ssize_t pieces = (length + PIECE - 1) // PIECE
     cdef Py_ssize_t item, row, c, at, n
-    for item in range(item0, item1):
+    for item in range(item1 - 1, item0 - 1, -1):
         row = item // pieces
         c = row % channels
         at = row * length + (item % pieces) * PIECE

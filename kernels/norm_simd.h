@@ -18,6 +18,7 @@
 
 typedef double fastdl_norm_f64x4 __attribute__((vector_size(32)));
 typedef float fastdl_norm_f32x4 __attribute__((vector_size(16)));
+typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 
 /* four values at p, widened to float64 (memcpy compiles to one unaligned load) */
 #define FASTDL_NORM_LOAD4_F32(p)                                                          \
@@ -25,22 +26,33 @@ typedef float fastdl_norm_f32x4 __attribute__((vector_size(16)));
        __builtin_convertvector(v_, fastdl_norm_f64x4); })
 #define FASTDL_NORM_LOAD4_F64(p) ({ fastdl_norm_f64x4 v_; memcpy(&v_, (p), sizeof v_); v_; })
 #define FASTDL_NORM_STORE4(p, v) do { fastdl_norm_f64x4 s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
+/* a 32-byte vector of the input type (VEC) at p, unaligned */
+#define FASTDL_NORM_LOADV(VEC, p) ({ VEC v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define FASTDL_NORM_STOREV(VEC, p, v) do { VEC s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
 
 #define TARGET
 #define REAL float
 #define LOAD4 FASTDL_NORM_LOAD4_F32
 #define NAME(loop) fastdl_norm_##loop##_f32_generic
+#define VEC fastdl_norm_f32x8
+#define LANES 8
 #include "norm_simd_body.h"
 #undef REAL
 #undef LOAD4
 #undef NAME
+#undef VEC
+#undef LANES
 #define REAL double
 #define LOAD4 FASTDL_NORM_LOAD4_F64
 #define NAME(loop) fastdl_norm_##loop##_f64_generic
+#define VEC fastdl_norm_f64x4
+#define LANES 4
 #include "norm_simd_body.h"
 #undef REAL
 #undef LOAD4
 #undef NAME
+#undef VEC
+#undef LANES
 #undef TARGET
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -49,17 +61,25 @@ typedef float fastdl_norm_f32x4 __attribute__((vector_size(16)));
 #define REAL float
 #define LOAD4 FASTDL_NORM_LOAD4_F32
 #define NAME(loop) fastdl_norm_##loop##_f32_avx2
+#define VEC fastdl_norm_f32x8
+#define LANES 8
 #include "norm_simd_body.h"
 #undef REAL
 #undef LOAD4
 #undef NAME
+#undef VEC
+#undef LANES
 #define REAL double
 #define LOAD4 FASTDL_NORM_LOAD4_F64
 #define NAME(loop) fastdl_norm_##loop##_f64_avx2
+#define VEC fastdl_norm_f64x4
+#define LANES 4
 #include "norm_simd_body.h"
 #undef REAL
 #undef LOAD4
 #undef NAME
+#undef VEC
+#undef LANES
 #undef TARGET
 #endif
 
