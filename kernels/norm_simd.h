@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <string.h>
 
+/* the columns scale/shift walks rows in runs of this many bytes (as numba's RUN_BYTES) */
+#define FASTDL_NORM_RUN_BYTES 256
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 

@@ -104,17 +104,24 @@ TARGET static void NAME(affine)(const REAL* restrict x, REAL* restrict out, ptrd
 }
 
 /* out[r, w] = (x[r, w] - center[w]) * scale[w] + shift[w] on contiguous (rows, width),
- * rows from the last down to the first */
+ * rows from the last down to the first, each row in runs of FASTDL_NORM_RUN_BYTES, the
+ * last run first, each run ascending (as fastdl/_numba/norm.py: descending rows read
+ * ascending in one piece ran 3x slower once a row exceeded 256 bytes). */
 TARGET static void NAME(affine_columns)(const REAL* restrict x, REAL* restrict out,
                                         ptrdiff_t rows, ptrdiff_t width,
                                         const REAL* restrict center,
                                         const REAL* restrict scale,
                                         const REAL* restrict shift)
 {
+    const ptrdiff_t run = FASTDL_NORM_RUN_BYTES / sizeof(REAL);
+    const ptrdiff_t runs = (width + run - 1) / run;
     for (ptrdiff_t r = rows - 1; r >= 0; r--) {
         const REAL* restrict row = x + r * width;
         REAL* restrict out_row = out + r * width;
-        for (ptrdiff_t w = 0; w < width; w++)
-            out_row[w] = (row[w] - center[w]) * scale[w] + shift[w];
+        for (ptrdiff_t q = runs - 1; q >= 0; q--) {
+            const ptrdiff_t w1 = (q + 1) * run < width ? (q + 1) * run : width;
+            for (ptrdiff_t w = q * run; w < w1; w++)
+                out_row[w] = (row[w] - center[w]) * scale[w] + shift[w];
+        }
     }
 }
