@@ -11,7 +11,9 @@ pairwise formula. Two decompositions, chosen by B:
   contiguous run per thread (streaming reads: walking channel by channel instead jumps
   between short rows and ran 2.5x slower), and each task merges its pieces into its own
   per-channel summaries, merged across tasks at the end.
-The scale/shift pass uses the same two decompositions. Either way there are at least
+The scale/shift pass uses the same two decompositions (one run of rows or pieces per
+thread), each task walking its part of the output from the end (see the note above
+_affine_run: it finds a new output array's freshly zeroed pages in cache). Either way there are at least
 num_threads tasks when the data allows it, also when C < num_threads. Each task writes
 only its own slots of the partial-result arrays and its own part of the output.
 """
