@@ -75,7 +75,7 @@ cdef inline void _chan_merge(Summary* acc, double n_b, double mean_b, double m2_
 cdef inline void _column_block(const real* x, Py_ssize_t width, Py_ssize_t r0, Py_ssize_t r1,
                                Py_ssize_t w0, Py_ssize_t w1, double* shift, double* sum1,
                                double* sum2) noexcept nogil:
-    # Accumulators on the stack: they cannot alias x, so the C loop vectorises.
+    # Accumulators for one column tile on the stack (in L1 for the whole row loop).
     cdef double local_shift[COLUMN_TILE]
     cdef double local_sum1[COLUMN_TILE]
     cdef double local_sum2[COLUMN_TILE]

@@ -32,8 +32,7 @@ TARGET static void NAME(shifted_sums)(const REAL* x, ptrdiff_t n, double shift, 
 
 /* Over rows 0..rows-1 of an (rows, row_stride) matrix, per column w < width (at most
  * the caller's tile): shift[w] = x[0, w], sum1[w] / sum2[w] = sums of x[r, w] - shift[w]
- * and of its square. Explicit vectors: GCC's own vectorisation of this loop fell back
- * to scalar code for float64 input, not sure that x and the sums cannot overlap. */
+ * and of its square. */
 TARGET static void NAME(column_sums)(const REAL* x, ptrdiff_t row_stride, ptrdiff_t rows,
                                      ptrdiff_t width, double* shift, double* sum1,
                                      double* sum2)
