@@ -1,9 +1,47 @@
 # Cython batch-norm kernels: same contract and work decomposition as
 # fastdl/_numba/norm.py (read its docstring). The Python wrapper (fastdl/norm.py) has
-# validated every shape and made x3 a contiguous (A, C, B) array, so nothing is checked here.
+# validated every shape and made x3 a contiguous (A, C, B) array, so nothing is checked
+# here. The hot loops are C (kernels/norm_simd.h), built generic and for AVX2+FMA.
 import numpy as np
 
 from cython.parallel cimport prange
+
+cdef extern from "norm_simd.h" nogil:
+    int fastdl_norm_use_avx2()
+    void fastdl_norm_shifted_sums_f32(int avx2, const float* x, Py_ssize_t n, double shift,
+                                      double* sums)
+    void fastdl_norm_shifted_sums_f64(int avx2, const double* x, Py_ssize_t n, double shift,
+                                      double* sums)
+    void fastdl_norm_column_sums_f32(int avx2, const float* x, Py_ssize_t row_stride,
+                                     Py_ssize_t rows, Py_ssize_t width, double* shift,
+                                     double* sum1, double* sum2)
+    void fastdl_norm_column_sums_f64(int avx2, const double* x, Py_ssize_t row_stride,
+                                     Py_ssize_t rows, Py_ssize_t width, double* shift,
+                                     double* sum1, double* sum2)
+    void fastdl_norm_affine_f32(int avx2, const float* x, float* out, Py_ssize_t n,
+                                float center, float scale, float shift)
+    void fastdl_norm_affine_f64(int avx2, const double* x, double* out, Py_ssize_t n,
+                                double center, double scale, double shift)
+    void fastdl_norm_affine_columns_f32(int avx2, const float* x, float* out, Py_ssize_t rows,
+                                        Py_ssize_t width, const float* center,
+                                        const float* scale, const float* shift)
+    void fastdl_norm_affine_columns_f64(int avx2, const double* x, double* out,
+                                        Py_ssize_t rows, Py_ssize_t width,
+                                        const double* center, const double* scale,
+                                        const double* shift)
+
+# This CPU's choice of build of the C loops, checked once.
+cdef int _avx2 = fastdl_norm_use_avx2()
+
+
+def _simd_build(use_avx2=None):
+    """Return whether the C loops run their AVX2+FMA build; set it with use_avx2 (tests
+    run the generic build this way; True only where the CPU supports AVX2+FMA)."""
+    global _avx2
+    if use_avx2 is not None:
+        _avx2 = 1 if use_avx2 and fastdl_norm_use_avx2() else 0
+    return bool(_avx2)
+
 
 ctypedef fused real:
     float
@@ -37,35 +75,17 @@ cdef inline void _chan_merge(Summary* acc, double n_b, double mean_b, double m2_
 cdef inline void _column_block(const real* x, Py_ssize_t width, Py_ssize_t r0, Py_ssize_t r1,
                                Py_ssize_t w0, Py_ssize_t w1, double* shift, double* sum1,
                                double* sum2) noexcept nogil:
-    # Accumulators on the stack (cannot alias x, so the compiler vectorises) and two rows
-    # per step (half the accumulator loads/stores): ~2x faster than the plain loop.
+    # Accumulators for one column tile on the stack (in L1 for the whole row loop).
     cdef double local_shift[COLUMN_TILE]
     cdef double local_sum1[COLUMN_TILE]
     cdef double local_sum2[COLUMN_TILE]
-    cdef Py_ssize_t r, w, n = w1 - w0
-    cdef const real* row
-    cdef const real* next_row
-    cdef double d, e
-    for w in range(n):
-        local_shift[w] = x[r0 * width + w0 + w]
-        local_sum1[w] = 0.0
-        local_sum2[w] = 0.0
-    r = r0
-    while r + 1 < r1:
-        row = x + r * width + w0
-        next_row = row + width
-        for w in range(n):
-            d = <double>row[w] - local_shift[w]
-            e = <double>next_row[w] - local_shift[w]
-            local_sum1[w] += d + e
-            local_sum2[w] += d * d + e * e
-        r += 2
-    if r < r1:
-        row = x + r * width + w0
-        for w in range(n):
-            d = <double>row[w] - local_shift[w]
-            local_sum1[w] += d
-            local_sum2[w] += d * d
+    cdef Py_ssize_t w, n = w1 - w0
+    if real is float:
+        fastdl_norm_column_sums_f32(_avx2, x + r0 * width + w0, width, r1 - r0, n,
+                                    local_shift, local_sum1, local_sum2)
+    else:
+        fastdl_norm_column_sums_f64(_avx2, x + r0 * width + w0, width, r1 - r0, n,
+                                    local_shift, local_sum1, local_sum2)
     for w in range(n):
         shift[w0 + w] = local_shift[w]
         sum1[w0 + w] = local_sum1[w]
@@ -85,7 +105,9 @@ cdef void _column_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
         _column_block(x, width, k * n_rows // row_chunks, (k + 1) * n_rows // row_chunks,
                       w0, min(width, w0 + COLUMN_TILE),
                       shift + k * width, sum1 + k * width, sum2 + k * width)
-    for c in prange(channels, nogil=True, num_threads=num_threads, schedule="static"):
+    # Serial merge (C * row_chunks tiny merges): a second parallel region would be one more
+    # point where every thread waits for the slowest, costly on a busy machine.
+    for c in range(channels):
         _merge_columns(c, n_rows, width, per_channel, row_chunks, shift, sum1, sum2,
                        mean, var)
 
@@ -94,8 +116,7 @@ cdef inline void _merge_columns(Py_ssize_t c, Py_ssize_t n_rows, Py_ssize_t widt
                                 Py_ssize_t per_channel, Py_ssize_t row_chunks,
                                 const double* shift, const double* sum1, const double* sum2,
                                 double* mean, double* var) noexcept nogil:
-    """Channel c's statistics from the shifted sums of its columns in every row chunk
-    (a function, so that the accumulator is private to the thread)."""
+    """Channel c's statistics from the shifted sums of its columns in every row chunk."""
     cdef Py_ssize_t k, w, at
     cdef double n_k, s1
     cdef Summary acc
@@ -112,58 +133,80 @@ cdef inline void _merge_columns(Py_ssize_t c, Py_ssize_t n_rows, Py_ssize_t widt
     var[c] = acc.m2 / acc.n
 
 
-cdef inline Summary _segment_chunk(const real* x, Py_ssize_t channels, Py_ssize_t length,
-                                   Py_ssize_t c, Py_ssize_t item0, Py_ssize_t item1) noexcept nogil:
-    """Summary of channel c over the pieces item0 .. item1-1 (piece = part of one (a, c) row)."""
+cdef inline void _segment_run(const real* x, Py_ssize_t channels, Py_ssize_t length,
+                              Py_ssize_t item0, Py_ssize_t item1, Summary* parts) noexcept nogil:
+    """Pieces item0..item1-1 of the (A*C, B) rows, in memory order, each merged into its
+    channel's summary parts[c] (this task's own C slots)."""
     cdef Py_ssize_t pieces = (length + PIECE - 1) // PIECE
-    cdef Py_ssize_t item, b, b0, b1
-    cdef const real* segment
-    cdef double shift, s1, s2, d, n_b
-    cdef Summary acc
-    acc.n = 0.0
-    acc.mean = 0.0
-    acc.m2 = 0.0
+    cdef Py_ssize_t item, row, b0, n
+    cdef const real* values
+    cdef double shift, n_b
+    cdef double sums[2]
     for item in range(item0, item1):
-        segment = x + ((item // pieces) * channels + c) * length
+        row = item // pieces
         b0 = (item % pieces) * PIECE
-        b1 = min(length, b0 + PIECE)
-        shift = segment[b0]
-        s1 = 0.0
-        s2 = 0.0
-        for b in range(b0, b1):
-            d = <double>segment[b] - shift
-            s1 = s1 + d
-            s2 = s2 + d * d
-        n_b = <double>(b1 - b0)
-        _chan_merge(&acc, n_b, shift + s1 / n_b, max(s2 - s1 * s1 / n_b, 0.0))
-    return acc
+        n = min(length - b0, PIECE)
+        values = x + row * length + b0
+        shift = values[0]
+        if real is float:
+            fastdl_norm_shifted_sums_f32(_avx2, values, n, shift, sums)
+        else:
+            fastdl_norm_shifted_sums_f64(_avx2, values, n, shift, sums)
+        n_b = <double>n
+        _chan_merge(&parts[row % channels], n_b, shift + sums[0] / n_b,
+                    max(sums[1] - sums[0] * sums[0] / n_b, 0.0))
 
 
-cdef void _segment_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
-                         Py_ssize_t length, double* mean, double* var, Py_ssize_t chunks,
+cdef void _segment_stats(const real* x, Py_ssize_t rows, Py_ssize_t channels,
+                         Py_ssize_t length, double* mean, double* var, Py_ssize_t tasks,
                          int num_threads, Summary* parts) noexcept nogil:
-    cdef Py_ssize_t items = n_rows * ((length + PIECE - 1) // PIECE)
-    cdef Py_ssize_t task, k, c
+    cdef Py_ssize_t items = rows * ((length + PIECE - 1) // PIECE)
+    cdef Py_ssize_t task, c
     cdef Summary acc
-    for task in prange(channels * chunks, nogil=True, num_threads=num_threads, schedule="static"):
-        k = task % chunks
-        parts[task] = _segment_chunk(x, channels, length, task // chunks,
-                                     k * items // chunks, (k + 1) * items // chunks)
+    for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
+        _segment_run(x, channels, length, task * items // tasks, (task + 1) * items // tasks,
+                     parts + task * channels)
     for c in range(channels):
         acc.n = 0.0
         acc.mean = 0.0
         acc.m2 = 0.0
-        for task in range(c * chunks, (c + 1) * chunks):
-            _chan_merge(&acc, parts[task].n, parts[task].mean, parts[task].m2)
+        for task in range(tasks):
+            if parts[task * channels + c].n > 0.0:
+                _chan_merge(&acc, parts[task * channels + c].n,
+                            parts[task * channels + c].mean, parts[task * channels + c].m2)
         mean[c] = acc.mean
         var[c] = acc.m2 / acc.n
+
+
+cdef inline void _affine_segment_run(const real* x, real* out, Py_ssize_t channels,
+                                     Py_ssize_t length, Py_ssize_t item0, Py_ssize_t item1,
+                                     const real* center, const real* scale,
+                                     const real* shift) noexcept nogil:
+    """out = (x - center[c]) * scale[c] + shift[c] on pieces item1-1 down to item0 (the
+    scale/shift loops walk the output from its end: see kernels/norm_simd_body.h)."""
+    cdef Py_ssize_t pieces = (length + PIECE - 1) // PIECE
+    cdef Py_ssize_t item, row, c, at, n
+    for item in range(item1 - 1, item0 - 1, -1):
+        row = item // pieces
+        c = row % channels
+        at = row * length + (item % pieces) * PIECE
+        n = min(length - (item % pieces) * PIECE, PIECE)
+        if real is float:
+            fastdl_norm_affine_f32(_avx2, x + at, out + at, n, center[c], scale[c], shift[c])
+        else:
+            fastdl_norm_affine_f64(_avx2, x + at, out + at, n, center[c], scale[c], shift[c])
+
+
+cdef Py_ssize_t _segment_tasks(Py_ssize_t rows, Py_ssize_t length, int num_threads):
+    """One contiguous run of pieces per thread (fewer when there are fewer pieces)."""
+    return max(1, min(num_threads, rows * ((length + PIECE - 1) // PIECE)))
 
 
 def channel_stats(const real[:, :, ::1] x3 not None, double[::1] mean not None,
                   double[::1] var not None, int num_threads):
     """mean[c], var[c] (float64, biased) over axes 0 and 2 of the contiguous x3 (A, C, B)."""
     cdef Py_ssize_t n_rows = x3.shape[0], channels = x3.shape[1], length = x3.shape[2]
-    cdef Py_ssize_t width, tiles, row_chunks, items, chunks
+    cdef Py_ssize_t width, tiles, row_chunks, tasks
     cdef double[:, ::1] scratch
     cdef Summary[::1] parts
     if length < SEGMENT_MIN:
@@ -175,12 +218,11 @@ def channel_stats(const real[:, :, ::1] x3 not None, double[::1] mean not None,
             _column_stats(&x3[0, 0, 0], n_rows, channels, length, &mean[0], &var[0],
                           row_chunks, num_threads, &scratch[0, 0], &scratch[1, 0], &scratch[2, 0])
     else:
-        items = n_rows * ((length + PIECE - 1) // PIECE)
-        chunks = max(1, min(items, (num_threads + channels - 1) // channels))
-        parts = np.empty(channels * chunks, dtype=[("n", "f8"), ("mean", "f8"), ("m2", "f8")])
+        tasks = _segment_tasks(n_rows * channels, length, num_threads)
+        parts = np.zeros(tasks * channels, dtype=[("n", "f8"), ("mean", "f8"), ("m2", "f8")])
         with nogil:
-            _segment_stats(&x3[0, 0, 0], n_rows, channels, length, &mean[0], &var[0],
-                           chunks, num_threads, &parts[0])
+            _segment_stats(&x3[0, 0, 0], n_rows * channels, channels, length, &mean[0],
+                           &var[0], tasks, num_threads, &parts[0])
 
 
 def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not None,
@@ -188,42 +230,32 @@ def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not No
                 real[:, :, ::1] out not None, int num_threads):
     """out[a, c, b] = (x3[a, c, b] - center[c]) * scale[c] + shift[c]; all in x3's dtype."""
     cdef Py_ssize_t n_rows = x3.shape[0], channels = x3.shape[1], length = x3.shape[2]
-    cdef Py_ssize_t pieces = (length + PIECE - 1) // PIECE
+    cdef Py_ssize_t rows = n_rows * channels
+    cdef Py_ssize_t items = rows * ((length + PIECE - 1) // PIECE)
     cdef Py_ssize_t width = channels * length
-    cdef Py_ssize_t r, w, item, row, c, b, b0, b1
+    cdef Py_ssize_t task, tasks, r0, r1
     cdef const real* x_ptr = &x3[0, 0, 0]
     cdef real* out_ptr = &out[0, 0, 0]
-    cdef const real* cc_ptr
-    cdef const real* s_ptr
-    cdef const real* t_ptr
-    cdef const real* x_row
-    cdef real* out_row
-    cdef real cc, s, t
     cdef real[::1] center_w, scale_w, shift_w
     if length < SEGMENT_MIN:  # per-column parameters: the inner loop runs over C*B values
         dtype = np.float32 if real is float else np.float64
         center_w = np.repeat(np.asarray(center), length).astype(dtype, copy=False)
         scale_w = np.repeat(np.asarray(scale), length).astype(dtype, copy=False)
         shift_w = np.repeat(np.asarray(shift), length).astype(dtype, copy=False)
-        cc_ptr = &center_w[0]
-        s_ptr = &scale_w[0]
-        t_ptr = &shift_w[0]
-        for r in prange(n_rows, nogil=True, num_threads=num_threads, schedule="static"):
-            x_row = x_ptr + r * width
-            out_row = out_ptr + r * width
-            for w in range(width):
-                out_row[w] = (x_row[w] - cc_ptr[w]) * s_ptr[w] + t_ptr[w]
+        tasks = max(1, min(num_threads, n_rows))
+        for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
+            r0 = task * n_rows // tasks
+            r1 = (task + 1) * n_rows // tasks
+            if real is float:
+                fastdl_norm_affine_columns_f32(_avx2, x_ptr + r0 * width, out_ptr + r0 * width,
+                                               r1 - r0, width, &center_w[0], &scale_w[0],
+                                               &shift_w[0])
+            else:
+                fastdl_norm_affine_columns_f64(_avx2, x_ptr + r0 * width, out_ptr + r0 * width,
+                                               r1 - r0, width, &center_w[0], &scale_w[0],
+                                               &shift_w[0])
     else:
-        for item in prange(n_rows * channels * pieces, nogil=True, num_threads=num_threads,
-                           schedule="static"):
-            row = item // pieces
-            c = row % channels
-            cc = center[c]
-            s = scale[c]
-            t = shift[c]
-            b0 = (item % pieces) * PIECE
-            b1 = min(length, b0 + PIECE)
-            x_row = x_ptr + row * length
-            out_row = out_ptr + row * length
-            for b in range(b0, b1):
-                out_row[b] = (x_row[b] - cc) * s + t
+        tasks = _segment_tasks(rows, length, num_threads)
+        for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
+            _affine_segment_run(x_ptr, out_ptr, channels, length, task * items // tasks,
+                                (task + 1) * items // tasks, &center[0], &scale[0], &shift[0])

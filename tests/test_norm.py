@@ -12,6 +12,8 @@ from fastdl import reference
 
 from helpers import assert_close, layout_variants, run_isolated
 
+from conftest import require
+
 # (name, shape, channel axis): an (N, F) matrix, NHWC and NCHW image batches, a 5-d volume
 CASES = [
     ("NF", (9, 5), -1),
@@ -249,6 +251,48 @@ def test_chunked_and_wide_paths(backend, dtype, rng, shape, axis):
         finally:
             fastdl.set_num_threads(previous)
         assert_close(out, _numpy_formula(x, gamma, beta, axis), dtype)
+
+
+@pytest.mark.parametrize("build", ["generic", "avx2"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape, axis", [
+    ((37, 5), -1),                  # columns, widths not a multiple of the vector
+    ((3, 700, 5), 1),               # columns, B > 1
+    ((2, 3, 4096 + 4096 + 21), 1),  # segments: pieces, a tail shorter than a vector
+    ((5, 3, 77), 1),                # segments: many rows per task, several channels
+], ids=["NF", "C700_B5", "pieces", "rows"])
+def test_cython_simd_builds(build, training, dtype, rng, shape, axis):
+    """Both builds of the C loops (kernels/norm_simd.h): the generic one runs on every
+    x86-64, the AVX2+FMA one where the CPU has it."""
+    require(fastdl.backends()["cython"] == "available", "backend cython is unavailable")
+    from fastdl._cy import norm as cy_norm
+
+    if build == "avx2" and not cy_norm._simd_build(True):
+        pytest.skip("this CPU has no AVX2+FMA")
+    x, gamma, beta = _inputs(rng, shape, axis, dtype)
+    x += dtype.type(1000)  # an offset: the shifted sums must cancel it exactly enough
+    running_mean, running_var = _running(rng, shape[axis], dtype)
+    expected, new_mean, new_var = reference.batch_norm(
+        x, gamma, beta, training=training, running_mean=running_mean,
+        running_var=running_var, axis=axis)
+    saved = cy_norm._simd_build()
+    cy_norm._simd_build(build == "avx2")
+    try:
+        for threads in sorted({1, fastdl.get_num_threads()}):
+            previous = fastdl.get_num_threads()
+            fastdl.set_num_threads(threads)
+            try:
+                mean, var = running_mean.copy(), running_var.copy()
+                out = fastdl.batch_norm(x, gamma, beta, training=training, running_mean=mean,
+                                        running_var=var, axis=axis, backend="cython")
+            finally:
+                fastdl.set_num_threads(previous)
+            assert_close(out, expected, dtype)
+            if training:
+                assert_close(mean, new_mean, dtype)
+                assert_close(var, new_var, dtype)
+    finally:
+        cy_norm._simd_build(saved)
 
 
 # ---------------------------------------------------------------------------------------

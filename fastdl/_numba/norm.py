@@ -6,10 +6,16 @@ Statistics: float64 sums shifted by a value of the same chunk (so a channel with
 pairwise formula. Two decompositions, chosen by B:
 - "columns" (B < SEGMENT_MIN, e.g. NHWC with B = 1): the input is an (A, C*B) matrix;
   tasks are (row chunk, column tile) blocks, the inner loop runs over contiguous columns.
-- "segments" (B >= SEGMENT_MIN, e.g. NCHW): each (a, c) row of B values is cut into
-  pieces of at most PIECE values; tasks are (channel, chunk of pieces).
-Either way there are at least num_threads tasks when the data allows it, also when
-C < num_threads. Each task writes only its own slots of the partial-result arrays.
+- "segments" (B >= SEGMENT_MIN, e.g. NCHW): the input is A*C rows of B values, each cut
+  into pieces of at most PIECE values; the pieces, in memory order, are split into one
+  contiguous run per thread (streaming reads: walking channel by channel instead jumps
+  between short rows and ran 2.5x slower), and each task merges its pieces into its own
+  per-channel summaries, merged across tasks at the end.
+The scale/shift pass uses the same two decompositions (one run of rows or pieces per
+thread), each task walking its part of the output from the end (see the note above
+_affine_run: it finds a new output array's freshly zeroed pages in cache). Either way there are at least
+num_threads tasks when the data allows it, also when C < num_threads. Each task writes
+only its own slots of the partial-result arrays and its own part of the output.
 """
 
 import numpy as np
@@ -20,6 +26,7 @@ from . import njit_parallel, njit_serial, run_parallel
 SEGMENT_MIN = 64
 PIECE = 4096
 COLUMN_TILE = 1024
+RUN_BYTES = 256  # the columns scale/shift walks rows in runs of this many bytes
 
 
 @njit_serial
@@ -67,25 +74,86 @@ def _merge_columns(per_channel, c, n_rows, shift, sum1, sum2):
 
 
 @njit_serial
-def _segment_chunk(x3, c, item0, item1):
-    """(count, mean, M2) of channel c over pieces item0..item1-1 (a piece: part of a row)."""
-    length = x3.shape[2]
+def _shifted_sums(values, shift):
+    """Sums of values - shift and of their squares, in float64. An index loop from 0:
+    LLVM vectorises it (iterating over the array, or from a start it cannot prove
+    non-negative, it does not: 7x slower)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(values.shape[0]):
+        d = np.float64(values[i]) - shift
+        s1 += d
+        s2 += d * d
+    return s1, s2
+
+
+@njit_serial
+def _segment_run(x2, channels, item0, item1, part_n, part_mean, part_m2):
+    """Pieces item0..item1-1 of the (A*C, B) rows, in memory order, each merged into
+    its channel's summary in part_n/part_mean/part_m2 (this task's own (C,) slots)."""
+    length = x2.shape[1]
     pieces = (length + PIECE - 1) // PIECE
-    n, m, m2 = 0.0, 0.0, 0.0
     for item in range(item0, item1):
-        segment = x3[item // pieces, c]
+        row = item // pieces
+        b0 = (item % pieces) * PIECE
+        values = x2[row, b0:min(length, b0 + PIECE)]
+        shift = np.float64(values[0])
+        s1, s2 = _shifted_sums(values, shift)
+        n_b = np.float64(values.shape[0])
+        c = row % channels
+        part_n[c], part_mean[c], part_m2[c] = _chan_merge(
+            part_n[c], part_mean[c], part_m2[c], n_b, shift + s1 / n_b,
+            max(s2 - s1 * s1 / n_b, 0.0))
+
+
+# The scale/shift pass walks its output from the end (pieces and rows in descending
+# order). A fresh output array takes its page faults in this pass, and walking down
+# finds more of each newly zeroed (huge) page still in cache: measured, a 51 MB pass into
+# a new array takes 5-7 ms instead of 8-9 (1 thread, both backends); into memory already
+# faulted in it makes no difference. In training it also meets first the part of x that
+# the statistics pass read last.
+
+
+@njit_serial
+def _affine_run(values, out, center, scale, shift):
+    for i in range(values.shape[0] - 1, -1, -1):
+        out[i] = (values[i] - center) * scale + shift
+
+
+@njit_serial
+def _affine_segment_run(x2, channels, item0, item1, center, scale, shift, out2):
+    """out = (x - center[c]) * scale[c] + shift[c] on pieces item1-1 down to item0."""
+    length = x2.shape[1]
+    pieces = (length + PIECE - 1) // PIECE
+    for j in range(item1 - item0):
+        item = item1 - 1 - j
+        row = item // pieces
+        c = row % channels
         b0 = (item % pieces) * PIECE
         b1 = min(length, b0 + PIECE)
-        shift = np.float64(segment[b0])
-        s1 = 0.0
-        s2 = 0.0
-        for b in range(b0, b1):
-            d = np.float64(segment[b]) - shift
-            s1 += d
-            s2 += d * d
-        n_b = np.float64(b1 - b0)
-        n, m, m2 = _chan_merge(n, m, m2, n_b, shift + s1 / n_b, max(s2 - s1 * s1 / n_b, 0.0))
-    return n, m, m2
+        _affine_run(x2[row, b0:b1], out2[row, b0:b1], center[c], scale[c], shift[c])
+
+
+@njit_serial
+def _affine_row_run(x2, r0, r1, center, scale, shift, out2, run):
+    """Rows r1-1 down to r0 of out2 = (x2 - center) * scale + shift (per column), each
+    row in runs of `run` values, the last run first; each run ascending (numba vectorises
+    no descending loop with per-column parameters). Descending rows read ascending in
+    one piece ran 3x slower once a row exceeded 256 bytes (float64, C = 64)."""
+    width = x2.shape[1]
+    runs = (width + run - 1) // run
+    for j in range(r1 - r0):  # (range(r1 - 1, r0 - 1, -1) ran 1.5x slower)
+        r = r1 - 1 - j
+        for q in range(runs):
+            w0 = (runs - 1 - q) * run
+            w1 = min(width, w0 + run)
+            row = x2[r, w0:w1]
+            out_row = out2[r, w0:w1]
+            c = center[w0:w1]
+            s = scale[w0:w1]
+            t = shift[w0:w1]
+            for w in range(row.shape[0]):
+                out_row[w] = (row[w] - c[w]) * s[w] + t[w]
 
 
 # The hot loops live in the serial helpers above: inlined into a prange body, numba's
@@ -106,57 +174,48 @@ def _column_stats(x2, per_channel, mean, var, row_chunks):
         r0 = k * n_rows // row_chunks
         r1 = (k + 1) * n_rows // row_chunks
         _column_block(x2, r0, r1, w0, w1, shift[k], sum1[k], sum2[k])
-    for c in prange(width // per_channel):
+    # Serial merge (C * row_chunks tiny merges): a second parallel region would be one more
+    # point where every thread waits for the slowest, costly on a busy machine.
+    for c in range(width // per_channel):
         n, m, m2 = _merge_columns(per_channel, c, n_rows, shift, sum1, sum2)
         mean[c] = m
         var[c] = m2 / n
 
 
 @njit_parallel
-def _segment_stats(x3, mean, var, chunks):
-    n_rows, channels, length = x3.shape
-    items = n_rows * ((length + PIECE - 1) // PIECE)
-    part_n = np.empty(channels * chunks)
-    part_mean = np.empty(channels * chunks)
-    part_m2 = np.empty(channels * chunks)
-    for task in prange(channels * chunks):
-        k = task % chunks
-        n, m, m2 = _segment_chunk(x3, task // chunks, k * items // chunks,
-                                  (k + 1) * items // chunks)
-        part_n[task] = n
-        part_mean[task] = m
-        part_m2[task] = m2
+def _segment_stats(x2, channels, mean, var, tasks):
+    items = x2.shape[0] * ((x2.shape[1] + PIECE - 1) // PIECE)
+    part_n = np.zeros((tasks, channels))
+    part_mean = np.zeros((tasks, channels))
+    part_m2 = np.zeros((tasks, channels))
+    for task in prange(tasks):
+        _segment_run(x2, channels, task * items // tasks, (task + 1) * items // tasks,
+                     part_n[task], part_mean[task], part_m2[task])
     for c in range(channels):
         n, m, m2 = 0.0, 0.0, 0.0
-        for task in range(c * chunks, (c + 1) * chunks):
-            n, m, m2 = _chan_merge(n, m, m2, part_n[task], part_mean[task], part_m2[task])
+        for task in range(tasks):
+            if part_n[task, c] > 0.0:
+                n, m, m2 = _chan_merge(n, m, m2, part_n[task, c], part_mean[task, c],
+                                       part_m2[task, c])
         mean[c] = m
         var[c] = m2 / n
 
 
 @njit_parallel
-def _affine_columns(x2, center, scale, shift, out):
-    for r in prange(x2.shape[0]):
-        row = x2[r]
-        out_row = out[r]
-        for w in range(x2.shape[1]):
-            out_row[w] = (row[w] - center[w]) * scale[w] + shift[w]
+def _affine_columns(x2, center, scale, shift, out2, tasks):
+    n_rows = x2.shape[0]
+    run = RUN_BYTES // x2.itemsize
+    for task in prange(tasks):
+        _affine_row_run(x2, task * n_rows // tasks, (task + 1) * n_rows // tasks,
+                        center, scale, shift, out2, run)
 
 
 @njit_parallel
-def _affine_segments(x3, center, scale, shift, out):
-    n_rows, channels, length = x3.shape
-    pieces = (length + PIECE - 1) // PIECE
-    for item in prange(n_rows * channels * pieces):
-        row = item // pieces
-        a = row // channels
-        c = row % channels
-        b0 = (item % pieces) * PIECE
-        segment = x3[a, c]
-        out_segment = out[a, c]
-        cc, s, t = center[c], scale[c], shift[c]
-        for b in range(b0, min(length, b0 + PIECE)):
-            out_segment[b] = (segment[b] - cc) * s + t
+def _affine_segments(x2, channels, center, scale, shift, out2, tasks):
+    items = x2.shape[0] * ((x2.shape[1] + PIECE - 1) // PIECE)
+    for task in prange(tasks):
+        _affine_segment_run(x2, channels, task * items // tasks, (task + 1) * items // tasks,
+                            center, scale, shift, out2)
 
 
 def channel_stats(x3, mean, var, num_threads):
@@ -169,9 +228,9 @@ def channel_stats(x3, mean, var, num_threads):
         run_parallel(_column_stats, num_threads, x3.reshape(n_rows, width), length,
                      mean, var, row_chunks)
     else:
-        items = n_rows * -(-length // PIECE)
-        chunks = max(1, min(items, -(-num_threads // channels)))
-        run_parallel(_segment_stats, num_threads, x3, mean, var, chunks)
+        rows = x3.reshape(n_rows * channels, length)
+        run_parallel(_segment_stats, num_threads, rows, channels, mean, var,
+                     _segment_tasks(rows, num_threads))
 
 
 def scale_shift(x3, center, scale, shift, out, num_threads):
@@ -181,6 +240,14 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
         width = channels * length
         run_parallel(_affine_columns, num_threads, x3.reshape(n_rows, width),
                      np.repeat(center, length), np.repeat(scale, length),
-                     np.repeat(shift, length), out.reshape(n_rows, width))
+                     np.repeat(shift, length), out.reshape(n_rows, width),
+                     max(1, min(num_threads, n_rows)))
     else:
-        run_parallel(_affine_segments, num_threads, x3, center, scale, shift, out)
+        rows = x3.reshape(n_rows * channels, length)
+        run_parallel(_affine_segments, num_threads, rows, channels, center, scale, shift,
+                     out.reshape(rows.shape), _segment_tasks(rows, num_threads))
+
+
+def _segment_tasks(rows, num_threads):
+    """One contiguous run of pieces per thread (fewer when there are fewer pieces)."""
+    return max(1, min(num_threads, rows.shape[0] * -(-rows.shape[1] // PIECE)))
