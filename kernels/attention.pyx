@@ -19,10 +19,12 @@ cdef extern from "attention_rows.h" nogil:
     int fastdl_attention_use_avx2()
     void fastdl_attention_row_f32(int avx2, const fastdl_attention_geometry* g,
                                   const float* image, const float* keys, const float* value,
-                                  float* out_row, float* scratch, Py_ssize_t top)
+                                  float* out_row, float* scratch, Py_ssize_t* slot_holds,
+                                  Py_ssize_t image_index, Py_ssize_t top)
     void fastdl_attention_row_f64(int avx2, const fastdl_attention_geometry* g,
                                   const double* image, const double* keys,
                                   const double* value, double* out_row, double* scratch,
+                                  Py_ssize_t* slot_holds, Py_ssize_t image_index,
                                   Py_ssize_t top)
 
 # This CPU's choice of row-function build, checked once.
@@ -123,6 +125,8 @@ cdef _attention(const real[:, :, :, ::1] x, const real[:, :, :, ::1] key,
     cdef Py_ssize_t row, n, i, b, first, stop
     dtype = np.float32 if real is float else np.float64
     cdef real[:, ::1] scratch = np.empty((num_threads, scratch_len), dtype)
+    # each thread's ring tags: which input row its scratch slots hold (none yet)
+    cdef Py_ssize_t[:, ::1] slot_holds = np.full((num_threads, g.k_h), -1, np.intp)
     # output columns [first, stop) whose column offset b lands inside the input
     cdef Py_ssize_t[:, ::1] col_ranges = np.empty((g.k_w, 2), np.intp)
     for b in range(g.k_w):
@@ -148,6 +152,7 @@ cdef _attention(const real[:, :, :, ::1] x, const real[:, :, :, ::1] key,
     cdef const real* value_ptr = &value[0, 0, 0]
     cdef real* out_ptr = &out[0, 0, 0, 0]
     cdef real* scratch_ptr = &scratch[0, 0]
+    cdef Py_ssize_t* slots_ptr = &slot_holds[0, 0]
     cdef int avx2 = _avx2
     # One task per output row (n, i): each thread writes only its own rows and scratch.
     for row in prange(n_batch * out_h, nogil=True, num_threads=num_threads, schedule="static"):
@@ -156,11 +161,13 @@ cdef _attention(const real[:, :, :, ::1] x, const real[:, :, :, ::1] key,
         if real is float:
             fastdl_attention_row_f32(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
                                      value_ptr, out_ptr + n * out_image_len + i * out_row_step,
-                                     scratch_ptr + threadid() * scratch_len, i * sh - pad_top)
+                                     scratch_ptr + threadid() * scratch_len,
+                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
         else:
             fastdl_attention_row_f64(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
                                      value_ptr, out_ptr + n * out_image_len + i * out_row_step,
-                                     scratch_ptr + threadid() * scratch_len, i * sh - pad_top)
+                                     scratch_ptr + threadid() * scratch_len,
+                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
 
 
 def attention_nhwc(const real[:, :, :, ::1] x not None,

@@ -5,8 +5,9 @@
  * materialised, and window offsets in the padding are never visited.
  *
  * The input is read in either layout: channels-first rows are used in place; a
- * channels-last row is first transposed into the thread's scratch, channel-major, so the
- * score loops always run along unit-stride rows.
+ * channels-last row is transposed into the thread's scratch, channel-major (into a ring
+ * of KH rows, so each input row is transposed once per run of consecutive output rows),
+ * so the score loops always run along unit-stride rows.
  *
  * Cython builds without -march (wheels must run on any x86-64), so plain C loops only
  * get SSE2; as in conv_small.h, the row function is compiled twice -- generic and with
@@ -39,13 +40,15 @@ static ptrdiff_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g
            + 3 * g->out_c * g->out_w;
 }
 
-/* image: the row's image; keys: its (KH, KW, C_in, C_out) keys; value: (KH, KW, C_out);
- * out_row: output column 0, channel 0 of the row; top: the input row of window offset 0
- * (negative: masked padding). */
+/* image: the row's image (image_index in the batch); keys: its (KH, KW, C_in, C_out)
+ * keys; value: (KH, KW, C_out); out_row: output column 0, channel 0 of the row; top: the
+ * input row of window offset 0 (negative: masked padding); slot_holds: the thread's KH
+ * ring tags (n * in_h + h of the row in each scratch slot; -1 before the first call). */
 #define ATTENTION_ROW(REAL, TARGET, NAME, EXP)                                              \
     TARGET static void NAME(const fastdl_attention_geometry* g, const REAL* image,         \
                             const REAL* keys, const REAL* value, REAL* out_row,             \
-                            REAL* scratch, ptrdiff_t top)                                   \
+                            REAL* scratch, ptrdiff_t* slot_holds, ptrdiff_t image_index,    \
+                            ptrdiff_t top)                                                  \
     {                                                                                       \
         const ptrdiff_t in_w = g->in_w, in_c = g->in_c, out_w = g->out_w;                   \
         const ptrdiff_t out_c = g->out_c, k_w = g->k_w, sw = g->sw;                         \
@@ -63,14 +66,19 @@ static ptrdiff_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g
             chan_step = g->x_chan_step;                                                     \
             for (ptrdiff_t a = a_lo; a < a_hi; a++) rows[a] = image + (top + a) * g->x_row_step; \
         } else {                                                                            \
+            /* channels-last (unit channel step): transposed into a ring, input row h in   \
+             * slot h % KH, so the next output row copies only its new input rows */        \
             chan_step = in_w;                                                               \
             for (ptrdiff_t a = a_lo; a < a_hi; a++) {                                       \
-                const REAL* src = image + (top + a) * g->x_row_step;                        \
-                REAL* dst = rows_t + a * in_c * in_w;                                       \
+                const ptrdiff_t h = top + a, slot = h % g->k_h;                             \
+                REAL* dst = rows_t + slot * in_c * in_w;                                    \
+                rows[a] = dst;                                                              \
+                if (slot_holds[slot] == image_index * g->in_h + h) continue;                \
+                slot_holds[slot] = image_index * g->in_h + h;                               \
+                const REAL* src = image + h * g->x_row_step;                                \
                 for (ptrdiff_t w = 0; w < in_w; w++)                                        \
                     for (ptrdiff_t c = 0; c < in_c; c++)                                    \
-                        dst[c * in_w + w] = src[w * g->x_col_step + c * g->x_chan_step];    \
-                rows[a] = dst;                                                              \
+                        dst[c * in_w + w] = src[w * g->x_col_step + c];                     \
             }                                                                               \
         }                                                                                   \
         for (ptrdiff_t j = 0; j < out_c * out_w; j++) peak[j] = -(REAL)INFINITY;            \
@@ -169,7 +177,8 @@ static int fastdl_attention_use_avx2(void)
 #ifdef FASTDL_ATTENTION_HAVE_AVX2
 #define FASTDL_ATTENTION_DISPATCH(SUFFIX)                                                   \
     if (avx2) {                                                                             \
-        fastdl_attention_row_##SUFFIX##_avx2(g, image, keys, value, out_row, scratch, top); \
+        fastdl_attention_row_##SUFFIX##_avx2(g, image, keys, value, out_row, scratch,      \
+                                             slot_holds, image_index, top);                \
         return;                                                                             \
     }
 #else
@@ -178,19 +187,23 @@ static int fastdl_attention_use_avx2(void)
 
 static void fastdl_attention_row_f32(int avx2, const fastdl_attention_geometry* g,
                                      const float* image, const float* keys, const float* value,
-                                     float* out_row, float* scratch, ptrdiff_t top)
+                                     float* out_row, float* scratch, ptrdiff_t* slot_holds,
+                                     ptrdiff_t image_index, ptrdiff_t top)
 {
     FASTDL_ATTENTION_DISPATCH(f32)
-    fastdl_attention_row_f32_generic(g, image, keys, value, out_row, scratch, top);
+    fastdl_attention_row_f32_generic(g, image, keys, value, out_row, scratch, slot_holds,
+                                     image_index, top);
 }
 
 static void fastdl_attention_row_f64(int avx2, const fastdl_attention_geometry* g,
                                      const double* image, const double* keys,
                                      const double* value, double* out_row, double* scratch,
+                                     ptrdiff_t* slot_holds, ptrdiff_t image_index,
                                      ptrdiff_t top)
 {
     FASTDL_ATTENTION_DISPATCH(f64)
-    fastdl_attention_row_f64_generic(g, image, keys, value, out_row, scratch, top);
+    fastdl_attention_row_f64_generic(g, image, keys, value, out_row, scratch, slot_holds,
+                                     image_index, top);
 }
 #undef FASTDL_ATTENTION_DISPATCH
 
