@@ -45,43 +45,46 @@ ctypedef fused real:
     double
 
 
-cdef void _fold_norms(const real* x, const real* key, real* keys, double* row_sums,
+cdef void _fold_norms(const real* x, const real* key, real* keys, double* sums,
                       Py_ssize_t n_batch, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
                       bint channels_first, Py_ssize_t taps, Py_ssize_t out_c,
                       int num_threads) noexcept nogil:
     """keys[n, a, b, c, o] = key[a, b, c, o] / ||x[n, c]|| (a zero channel: key * 0, so it
-    stays zero and an inf/NaN key still gives NaN). Squares are summed in float64, one
-    partial sum per input row (n, h), so the work splits for any N."""
-    cdef Py_ssize_t row, n, h, w, c, t, o
+    stays zero and an inf/NaN key still gives NaN). Squares are summed in float64 into
+    ``sums`` (N * in_h * in_c doubles): one partial sum per input row (n, h) and channel
+    for channels-last x, so the work splits for any N; one per contiguous channel plane
+    for channels-first x."""
+    cdef Py_ssize_t row, plane, n, w, c, h, t, o, parts
     cdef double xv, sq, norm
     cdef const real* src
-    cdef double* sums
+    cdef double* row_sums
     cdef real* dst
-    for row in prange(n_batch * in_h, num_threads=num_threads, schedule="static"):
-        sums = row_sums + row * in_c
-        for c in range(in_c):
-            sums[c] = 0
-        if channels_first:  # each channel's row is contiguous
-            n = row // in_h
-            h = row - n * in_h
+    if channels_first:
+        parts = 1
+        for plane in prange(n_batch * in_c, num_threads=num_threads, schedule="static"):
+            src = x + plane * in_h * in_w
+            sq = 0
+            for w in range(in_h * in_w):
+                xv = src[w]
+                sq = sq + xv * xv
+            sums[plane] = sq
+    else:
+        parts = in_h
+        for row in prange(n_batch * in_h, num_threads=num_threads, schedule="static"):
+            row_sums = sums + row * in_c
             for c in range(in_c):
-                src = x + ((n * in_c + c) * in_h + h) * in_w
-                sq = 0
-                for w in range(in_w):
-                    xv = src[w]
-                    sq = sq + xv * xv
-                sums[c] = sq
-        else:
+                row_sums[c] = 0
             for w in range(in_w):
                 src = x + (row * in_w + w) * in_c
                 for c in range(in_c):
                     xv = src[c]
-                    sums[c] = sums[c] + xv * xv
+                    row_sums[c] = row_sums[c] + xv * xv
+    # sums is (N, parts, C) either way
     for n in prange(n_batch, num_threads=num_threads, schedule="static"):
         for c in range(in_c):
             sq = 0
-            for h in range(in_h):
-                sq = sq + row_sums[(n * in_h + h) * in_c + c]
+            for h in range(parts):
+                sq = sq + sums[(n * parts + h) * in_c + c]
             norm = sqrt(sq)
             for t in range(taps):
                 src = key + t * in_c * out_c + c * out_c

@@ -28,15 +28,15 @@ def _valid_range(offset, pad, stride, in_size, out_size):
 
 
 @njit_serial
-def _fold_norms(key, row_sums, in_h):
-    """(N, KH, KW, C_in, C_out) keys: key / ||x[n, :, :, c]|| per image, from per-row
-    sums of squares (a zero channel: key * 0, so it stays zero and an inf/NaN key still
-    gives NaN)."""
-    n_batch = row_sums.shape[0] // in_h
+def _fold_norms(key, partial_sums):
+    """(N, KH, KW, C_in, C_out) keys: key / ||x[n, :, :, c]|| per image, from
+    (N, parts, C_in) partial sums of squares (a zero channel: key * 0, so it stays zero
+    and an inf/NaN key still gives NaN)."""
+    n_batch = partial_sums.shape[0]
     keys = np.empty((n_batch,) + key.shape, key.dtype)
     for n in range(n_batch):
         for c in range(key.shape[2]):
-            norm = math.sqrt(row_sums[n * in_h:(n + 1) * in_h, c].sum())
+            norm = math.sqrt(partial_sums[n, :, c].sum())
             for a in range(key.shape[0]):
                 for b in range(key.shape[1]):
                     for o in range(key.shape[3]):
@@ -48,29 +48,31 @@ def _fold_norms(key, row_sums, in_h):
 
 
 @njit_parallel
-def _row_square_sums(x, channels_first):
-    """Per input row (n, h) and channel, the sum of squares, in float64; x is (N, H, W, C),
-    or (N, C, H, W) when ``channels_first``."""
+def _square_sums(x, channels_first):
+    """(N, parts, C) partial sums of squares per image and channel, in float64: per input
+    row (N, H, C) for channels-last x (N, H, W, C), so the work splits for any N; per
+    contiguous channel plane (N, 1, C) for channels-first x (N, C, H, W)."""
     n_batch = x.shape[0]
-    in_h = x.shape[2] if channels_first else x.shape[1]
-    in_c = x.shape[1] if channels_first else x.shape[3]
-    sums = np.zeros((n_batch * in_h, in_c), np.float64)
+    if channels_first:
+        in_c = x.shape[1]
+        planes = x.reshape(n_batch * in_c, x.shape[2] * x.shape[3])
+        sums = np.empty((n_batch, 1, in_c), np.float64)
+        for plane in prange(n_batch * in_c):
+            total = 0.0
+            for i in range(planes.shape[1]):
+                v = np.float64(planes[plane, i])
+                total += v * v
+            sums[plane // in_c, 0, plane % in_c] = total
+        return sums
+    in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+    sums = np.zeros((n_batch, in_h, in_c), np.float64)
     for row in prange(n_batch * in_h):
         n = row // in_h
         h = row % in_h
-        if channels_first:
+        for w in range(in_w):
             for c in range(in_c):
-                line = x[n, c, h]
-                total = 0.0
-                for w in range(line.size):
-                    v = np.float64(line[w])
-                    total += v * v
-                sums[row, c] = total
-        else:
-            for w in range(x.shape[2]):
-                for c in range(in_c):
-                    v = np.float64(x[n, h, w, c])
-                    sums[row, c] += v * v
+                v = np.float64(x[n, h, w, c])
+                sums[n, h, c] += v * v
     return sums
 
 
@@ -196,8 +198,7 @@ def _writable(array):
 def _attention(x, key, value, out, stride, pads, normalize, num_threads, channels_first):
     x, key = _writable(x), _writable(key)
     if normalize:
-        row_sums = run_parallel(_row_square_sums, num_threads, x, channels_first)
-        keys = _fold_norms(key, row_sums, x.shape[2] if channels_first else x.shape[1])
+        keys = _fold_norms(key, run_parallel(_square_sums, num_threads, x, channels_first))
     else:
         keys = key.reshape((1,) + key.shape)
     # a few blocks per thread evens out rows that differ in cost (masked border rows)
