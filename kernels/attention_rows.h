@@ -106,6 +106,16 @@ static ptrdiff_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g
                             for (ptrdiff_t j = 0; j < count; j++)                           \
                                 s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2 + l3[j] * k3;  \
                         }                                                                   \
+                        if (in_c - c == 3) { /* e.g. RGB input: one pass, not three */      \
+                            const REAL k0 = kc[c * out_c], k1 = kc[(c + 1) * out_c];        \
+                            const REAL k2 = kc[(c + 2) * out_c];                            \
+                            const REAL* restrict l0 = row0 + c * chan_step;                 \
+                            const REAL* restrict l1 = l0 + chan_step;                       \
+                            const REAL* restrict l2 = l1 + chan_step;                       \
+                            for (ptrdiff_t j = 0; j < count; j++)                           \
+                                s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2;               \
+                            c += 3;                                                         \
+                        }                                                                   \
                         for (; c < in_c; c++) {                                             \
                             const REAL k = kc[c * out_c];                                   \
                             const REAL* restrict line = row0 + c * chan_step;               \
@@ -160,7 +170,7 @@ ATTENTION_ROW(double, , fastdl_attention_row_f64_generic, fastdl_exp64)
 ATTENTION_ROW(float, __attribute__((target("avx2,fma"))), fastdl_attention_row_f32_avx2,
               fastdl_exp32)
 ATTENTION_ROW(double, __attribute__((target("avx2,fma"))), fastdl_attention_row_f64_avx2,
-              fastdl_exp64)
+              fastdl_exp64_sse41)
 #endif
 #undef ATTENTION_ROW
 

@@ -13,6 +13,7 @@
 #ifndef FASTDL_FASTMATH_H
 #define FASTDL_FASTMATH_H
 
+#include <math.h>
 #include <stdint.h>
 
 typedef union { float f; int32_t i; } fastdl_bits32;
@@ -24,7 +25,9 @@ static inline float fastdl_exp32(float x)
     float xc = x > -104.0f ? x : -104.0f;
     xc = xc < 89.0f ? xc : 89.0f;
     float t = xc * 1.44269504088896341f;
-    int32_t k = t > 0.0f ? (int32_t)(t + 0.5f) : (int32_t)(t - 0.5f);
+    /* round half away from zero with the sign copied, not selected: GCC turns a select
+     * here into two copies of everything below (half the speed) */
+    int32_t k = (int32_t)(t + copysignf(0.5f, t));
     /* One double operation: exact enough (|k| <= 150) and nothing to reassociate. */
     float r = (float)((double)xc - (double)k * 0.6931471805599453);
     float p = 1.9875691500e-4f * r + 1.3981999507e-3f;
@@ -44,12 +47,9 @@ static inline float fastdl_exp32(float x)
     return x == x ? y : x;
 }
 
-static inline double fastdl_exp64(double x)
+/* exp64 from x, its clamped value xc and k = round(xc / ln2) (halves away from zero) */
+static inline double fastdl_exp64_reduced(double x, double xc, int32_t k)
 {
-    double xc = x > -746.0 ? x : -746.0;
-    xc = xc < 710.0 ? xc : 710.0;
-    double t = xc * 1.4426950408889634;
-    int32_t k = t > 0.0 ? (int32_t)(t + 0.5) : (int32_t)(t - 0.5);
     /* Cody-Waite; k and 2k keep GCC from factoring k*(LN2_HI + LN2_LO) back together. */
     double r = ((xc - (double)k * 6.93147180369123816490e-01)
                 - (double)(k + k) * (1.90821492927058770002e-10 / 2.0));
@@ -73,6 +73,29 @@ static inline double fastdl_exp64(double x)
     scale.i = (int64_t)((uint64_t)(k2 + 1023) << 52);
     double y = scaled.f * scale.f;
     return x == x ? y : x;
+}
+
+static inline double fastdl_exp64(double x)
+{
+    double xc = x > -746.0 ? x : -746.0;
+    xc = xc < 710.0 ? xc : 710.0;
+    double t = xc * 1.4426950408889634;
+    /* (unlike float, GCC vectorises neither copysign nor round() here without SSE4.1) */
+    int32_t k = t > 0.0 ? (int32_t)(t + 0.5) : (int32_t)(t - 0.5);
+    return fastdl_exp64_reduced(x, xc, k);
+}
+
+/* fastdl_exp64 for functions built with SSE4.1 or later (e.g. target("avx2,fma")): there
+ * round() is one instruction, and GCC vectorises this without the two copies of the
+ * reduction and polynomial that the select in fastdl_exp64 costs (2x faster). Same k,
+ * except where t + 0.5 rounds up to the next integer (t within an ulp below a half):
+ * either k is a valid reduction. */
+static inline double fastdl_exp64_sse41(double x)
+{
+    double xc = x > -746.0 ? x : -746.0;
+    xc = xc < 710.0 ? xc : 710.0;
+    int32_t k = (int32_t)round(xc * 1.4426950408889634);
+    return fastdl_exp64_reduced(x, xc, k);
 }
 
 #endif

@@ -146,6 +146,15 @@ def _attention_rows(x, keys, value, out, sh, sw, pad_top, pad_left, channels_fir
                                 for j in range(count):
                                     s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2 + l3[j] * k3
                                 c += 4
+                            if in_c - c == 3:  # e.g. RGB input: one pass, not three
+                                k0, k1 = image_keys[a, b, c, o], image_keys[a, b, c + 1, o]
+                                k2 = image_keys[a, b, c + 2, o]
+                                l0 = rows_t[slot, c, start:start + count]
+                                l1 = rows_t[slot, c + 1, start:start + count]
+                                l2 = rows_t[slot, c + 2, start:start + count]
+                                for j in range(count):
+                                    s[j] += l0[j] * k0 + l1[j] * k1 + l2[j] * k2
+                                c += 3
                             for c in range(c, in_c):
                                 k = image_keys[a, b, c, o]
                                 line = rows_t[slot, c, start:start + count]
