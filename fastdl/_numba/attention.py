@@ -3,11 +3,14 @@ row.
 
 Nothing window-sized is materialised. The channel norms are folded into per-image keys
 (N * KH * KW * C_in * C_out values). Each thread works through a block of output rows
-with its own scratch: the KH input rows of the current output row, transposed to
-(C_in, W) so the score loops run along the row (vectorised over output columns), and the
-row's KH*KW*C_out*Wo scores. Window positions in the padding are never visited: for
-each window offset, only the output columns and rows whose position lands inside the
-input are computed and summed.
+with its own scratch: the input rows of the current output row, channel-major (C_in, W),
+so the score loops run along the row (vectorised over output columns), kept in a ring
+of KH rows (input row h in slot h % KH) so that each input row is copied once per block,
+not once per output row; and the row's KH*KW*C_out*Wo scores. Window positions in the
+padding are never visited: for each window offset, only the output columns and rows
+whose position lands inside the input are computed and summed. Both layouts are read
+and written in place (attention_nhwc, attention_nchw): channels-first input rows are
+copied into the ring as they are, channels-last ones transposed.
 """
 
 import math
