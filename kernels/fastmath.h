@@ -86,15 +86,19 @@ static inline double fastdl_exp64(double x)
 }
 
 /* fastdl_exp64 for functions built with SSE4.1 or later (e.g. target("avx2,fma")): there
- * round() is one instruction, and GCC vectorises this without the two copies of the
- * reduction and polynomial that the select in fastdl_exp64 costs (2x faster). Same k,
- * except where t + 0.5 rounds up to the next integer (t within an ulp below a half):
- * either k is a valid reduction. */
+ * trunc() is one instruction, and GCC vectorises this without the two copies of the
+ * reduction and polynomial that the select in fastdl_exp64 costs (2x faster). The
+ * rounding is round()'s: halves away from zero, adding the largest double below 0.5 (so
+ * t just below a half does not round up); round() itself would leave a libm call in the
+ * scalar remainder loop, which the extensions do not link. Same k as fastdl_exp64
+ * except where t + 0.5 rounds up there (t within an ulp below a half): either k is a
+ * valid reduction. */
 static inline double fastdl_exp64_sse41(double x)
 {
     double xc = x > -746.0 ? x : -746.0;
     xc = xc < 710.0 ? xc : 710.0;
-    int32_t k = (int32_t)round(xc * 1.4426950408889634);
+    double t = xc * 1.4426950408889634;
+    int32_t k = (int32_t)trunc(t + copysign(0.49999999999999994, t));
     return fastdl_exp64_reduced(x, xc, k);
 }
 
