@@ -3,11 +3,12 @@
 Same algorithm as the Cython kernel (kernels/pool_rows.h). Channels-last data is reduced
 straight into the output row, input row by input row, along the contiguous channels.
 With C == 1 (how the wrapper passes NCHW data: N*C planes of one channel, pooled in place
-without a transpose) the pooling is split: the window's input rows are first reduced
-into a scratch line (unit stride, so it vectorises), then each output column reduces its
-window's cells of that line; the common 2-wide, stride-2 window has its own loop, with a
-constant stride, whose two interleaved loads LLVM vectorises (a loop with a run-time
-stride, or the tap-by-tap update of the output it replaced, does not: 4x slower).
+without a transpose) the inner loops run along the row instead: the common 2-wide,
+stride-2 window reduces each input row's column pairs straight into the output row, with
+a constant stride, so LLVM vectorises the two interleaved loads (a loop with a run-time
+stride, or the tap-by-tap update of the output it replaced, does not: 4x slower); any
+other window first reduces its input rows into a scratch line (unit stride, so it
+vectorises), then each output column reduces its window's cells of that line.
 A window holding a NaN gives NaN, as in PyTorch's max_pool2d.
 """
 
@@ -64,16 +65,28 @@ def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
                     for i in range(out_w * channels):
                         dst[i] *= scale
                 continue
+            # One channel. Every pass streams a single input row: reading two rows in one
+            # loop runs at a third of the speed once the input is out of cache.
+            if kw == 2 and sw == 2 and pad_left == 0:
+                # the common window: column pairs of each input row, straight into dst
+                src = rows_in[n, h_lo]
+                for ow in range(out_w):
+                    dst[ow] = _combine(src[2 * ow], src[2 * ow + 1], average)
+                for ih in range(h_lo + 1, h_hi):
+                    src = rows_in[n, ih]
+                    for ow in range(out_w):
+                        dst[ow] = _combine(dst[ow], _combine(src[2 * ow], src[2 * ow + 1],
+                                                             average), average)
+                if average:
+                    for ow in range(out_w):
+                        dst[ow] *= scale
+                continue
+            # any other window: its rows reduced into line, then each output column
             line[:] = rows_in[n, h_lo]
             for ih in range(h_lo + 1, h_hi):
                 src = rows_in[n, ih]
                 for i in range(in_w):
                     line[i] = _combine(line[i], src[i], average)
-            if kw == 2 and sw == 2 and pad_left == 0:
-                for ow in range(out_w):
-                    r = _combine(line[2 * ow], line[2 * ow + 1], average)
-                    dst[ow] = r * scale if average else r
-                continue
             for ow in range(out_w):
                 w0 = ow * sw - pad_left
                 lo, hi = max(w0, 0), min(w0 + kw, in_w)
