@@ -1,139 +1,90 @@
 # Cython sliding-window attention: scores, masked softmax and value sum fused per output
 # row. Same contract and method as fastdl/_numba/attention.py (see there); the Python
 # wrapper (fastdl/attention.py) has already validated every shape, so no bounds are
-# checked here. Nothing window-sized is materialised: channel norms are folded into
-# per-image keys, and each thread keeps one output row's input rows (channel-major) and
-# KH*KW*C_out*Wo scores in its own scratch.
+# checked here. Channel norms are folded into per-image keys; each output row is one call
+# of a C row function (kernels/attention_rows.h, built generic and for AVX2, picked at
+# run time) with the thread's own scratch. Both layouts are read and written in place:
+# attention_nhwc and attention_nchw differ only in the strides they pass.
 from cython.parallel cimport prange, threadid
 from libc.math cimport sqrt
 
-from fastmath cimport exp32, exp64
-
 import numpy as np
+
+cdef extern from "attention_rows.h" nogil:
+    ctypedef struct fastdl_attention_geometry:
+        Py_ssize_t in_h, in_w, in_c, out_w, out_c, k_h, k_w, sw, pad_left
+        Py_ssize_t x_row_step, x_col_step, x_chan_step, out_col_step, out_chan_step
+        const Py_ssize_t* col_ranges
+    Py_ssize_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g)
+    int fastdl_attention_use_avx2()
+    void fastdl_attention_row_f32(int avx2, const fastdl_attention_geometry* g,
+                                  const float* image, const float* keys, const float* value,
+                                  float* out_row, float* scratch, Py_ssize_t* slot_holds,
+                                  Py_ssize_t image_index, Py_ssize_t top)
+    void fastdl_attention_row_f64(int avx2, const fastdl_attention_geometry* g,
+                                  const double* image, const double* keys,
+                                  const double* value, double* out_row, double* scratch,
+                                  Py_ssize_t* slot_holds, Py_ssize_t image_index,
+                                  Py_ssize_t top)
+
+# This CPU's choice of row-function build, checked once.
+cdef int _avx2 = fastdl_attention_use_avx2()
+
+
+def _row_build(use_avx2=None):
+    """Return whether the row function runs its AVX2 build; set it with use_avx2 (tests
+    run the generic build this way; True only where the CPU supports AVX2+FMA)."""
+    global _avx2
+    if use_avx2 is not None:
+        _avx2 = 1 if use_avx2 and fastdl_attention_use_avx2() else 0
+    return bool(_avx2)
+
 
 ctypedef fused real:
     float
     double
 
 
-cdef inline void _attention_row(const real* image, const real* keys, const real* value,
-                                real* out_row, real* rows_t, real* scores, real* peak,
-                                real* total, real* weighted, const Py_ssize_t* col_ranges,
-                                Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
-                                Py_ssize_t out_w, Py_ssize_t out_c,
-                                Py_ssize_t k_h, Py_ssize_t k_w,
-                                Py_ssize_t top, Py_ssize_t sw, Py_ssize_t pad_left) noexcept nogil:
-    """One output row. ``image`` and ``keys`` point at the row's image and its (KH, KW, C,
-    O) keys; ``top`` is the input row of window offset 0 (negative: masked padding);
-    ``col_ranges[2b], col_ranges[2b+1]`` the output columns whose offset b is inside."""
-    cdef Py_ssize_t a_lo = -top if top < 0 else 0
-    cdef Py_ssize_t a_hi = in_h - top if in_h - top < k_h else k_h
-    cdef Py_ssize_t a, b, c, o, w, j, j_lo, count, start, tap
-    cdef const real* src
-    cdef const real* line
-    cdef const real* kc
-    cdef real* dst
-    cdef real* s
-    cdef real* pk
-    cdef real* tot
-    cdef real* wsum
-    cdef real k, k0, k1, k2, k3, v, e
-    for a in range(a_lo, a_hi):  # the input rows, channel-major
-        src = image + (top + a) * in_w * in_c
-        dst = rows_t + a * in_c * in_w
-        for w in range(in_w):
-            for c in range(in_c):
-                dst[c * in_w + w] = src[w * in_c + c]
-    for j in range(out_c * out_w):
-        peak[j] = -1.0 / 0.0
-    for a in range(a_lo, a_hi):
-        for b in range(k_w):
-            j_lo = col_ranges[2 * b]
-            count = col_ranges[2 * b + 1] - j_lo
-            start = j_lo * sw + b - pad_left
-            tap = a * k_w + b
-            for o in range(out_c):
-                s = scores + (tap * out_c + o) * out_w + j_lo
-                for j in range(count):
-                    s[j] = 0
-                c = 0
-                if sw == 1:
-                    # four channels per pass over the row: 5 loads and 1 store per 4
-                    # multiply-adds instead of 12 memory operations
-                    while c + 4 <= in_c:
-                        kc = keys + (tap * in_c + c) * out_c + o
-                        k0, k1, k2, k3 = kc[0], kc[out_c], kc[2 * out_c], kc[3 * out_c]
-                        line = rows_t + (a * in_c + c) * in_w + start
-                        for j in range(count):
-                            s[j] += (line[j] * k0 + line[in_w + j] * k1
-                                     + line[2 * in_w + j] * k2 + line[3 * in_w + j] * k3)
-                        c = c + 4
-                for c in range(c, in_c):
-                    k = keys[(tap * in_c + c) * out_c + o]
-                    line = rows_t + (a * in_c + c) * in_w + start
-                    if sw == 1:
-                        for j in range(count):
-                            s[j] += line[j] * k
-                    else:
-                        for j in range(count):
-                            s[j] += line[j * sw] * k
-                pk = peak + o * out_w + j_lo
-                for j in range(count):
-                    # NaN needs no care: exp(NaN - peak) makes the output NaN
-                    pk[j] = s[j] if s[j] > pk[j] else pk[j]
-    # softmax-weighted values: sum(e * v) / sum(e), e = exp(s - peak) <= 1
-    for j in range(out_c * out_w):
-        total[j] = 0
-        weighted[j] = 0
-    for a in range(a_lo, a_hi):
-        for b in range(k_w):
-            j_lo = col_ranges[2 * b]
-            count = col_ranges[2 * b + 1] - j_lo
-            tap = a * k_w + b
-            for o in range(out_c):
-                v = value[tap * out_c + o]
-                s = scores + (tap * out_c + o) * out_w + j_lo
-                pk = peak + o * out_w + j_lo
-                tot = total + o * out_w + j_lo
-                wsum = weighted + o * out_w + j_lo
-                for j in range(count):
-                    if real is float:
-                        e = exp32(s[j] - pk[j])
-                    else:
-                        e = exp64(s[j] - pk[j])
-                    tot[j] += e
-                    wsum[j] += e * v
-    for j in range(out_w):
-        for o in range(out_c):
-            out_row[j * out_c + o] = weighted[o * out_w + j] / total[o * out_w + j]
-
-
-cdef void _fold_norms(const real* x, const real* key, real* keys, double* row_sums,
+cdef void _fold_norms(const real* x, const real* key, real* keys, double* sums,
                       Py_ssize_t n_batch, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
-                      Py_ssize_t taps, Py_ssize_t out_c, int num_threads) noexcept nogil:
-    """keys[n, a, b, c, o] = key[a, b, c, o] / ||x[n, :, :, c]|| (a zero channel: key * 0,
-    so it stays zero and an inf/NaN key still gives NaN). Squares are summed in float64,
-    one partial sum per input row, so the work splits for any N."""
-    cdef Py_ssize_t row, n, w, c, h, t, o
+                      bint channels_first, Py_ssize_t taps, Py_ssize_t out_c,
+                      int num_threads) noexcept nogil:
+    """keys[n, a, b, c, o] = key[a, b, c, o] / ||x[n, c]|| (a zero channel: key * 0, so it
+    stays zero and an inf/NaN key still gives NaN). Squares are summed in float64 into
+    ``sums`` (N * in_h * in_c doubles): one partial sum per input row (n, h) and channel
+    for channels-last x, so the work splits for any N; one per contiguous channel plane
+    for channels-first x."""
+    cdef Py_ssize_t row, plane, n, w, c, h, t, o, parts
     cdef double xv, sq, norm
-    cdef const real* pixel
-    cdef double* sums
-    cdef real* dst
     cdef const real* src
-    for row in prange(n_batch * in_h, num_threads=num_threads, schedule="static"):
-        sums = row_sums + row * in_c
-        for c in range(in_c):
-            sums[c] = 0
-        for w in range(in_w):
-            pixel = x + (row * in_w + w) * in_c
+    cdef double* row_sums
+    cdef real* dst
+    if channels_first:
+        parts = 1
+        for plane in prange(n_batch * in_c, num_threads=num_threads, schedule="static"):
+            src = x + plane * in_h * in_w
+            sq = 0
+            for w in range(in_h * in_w):
+                xv = src[w]
+                sq = sq + xv * xv
+            sums[plane] = sq
+    else:
+        parts = in_h
+        for row in prange(n_batch * in_h, num_threads=num_threads, schedule="static"):
+            row_sums = sums + row * in_c
             for c in range(in_c):
-                xv = pixel[c]
-                sums[c] = sums[c] + xv * xv
+                row_sums[c] = 0
+            for w in range(in_w):
+                src = x + (row * in_w + w) * in_c
+                for c in range(in_c):
+                    xv = src[c]
+                    row_sums[c] = row_sums[c] + xv * xv
+    # sums is (N, parts, C) either way
     for n in prange(n_batch, num_threads=num_threads, schedule="static"):
         for c in range(in_c):
             sq = 0
-            for h in range(in_h):
-                sq = sq + row_sums[(n * in_h + h) * in_c + c]
+            for h in range(parts):
+                sq = sq + sums[(n * parts + h) * in_c + c]
             norm = sqrt(sq)
             for t in range(taps):
                 src = key + t * in_c * out_c + c * out_c
@@ -150,57 +101,94 @@ cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a // b if a >= 0 else -((-a + b - 1) // b)
 
 
-def attention_nhwc(const real[:, :, :, ::1] x not None,
-                   const real[:, :, :, ::1] key not None,
-                   const real[:, :, ::1] value not None,
-                   real[:, :, :, ::1] out not None,
-                   tuple stride, tuple pads, bint normalize, int num_threads):
-    """out[n, i, j, :] = masked-softmax-weighted values; x is unpadded, ``pads`` are the
-    (top, left) paddings, whose positions are left out of the softmax."""
-    cdef Py_ssize_t sh = stride[0], sw = stride[1], pad_top = pads[0], pad_left = pads[1]
-    cdef Py_ssize_t n_batch = x.shape[0], in_h = x.shape[1], in_w = x.shape[2], in_c = x.shape[3]
-    cdef Py_ssize_t out_h = out.shape[1], out_w = out.shape[2], out_c = out.shape[3]
-    cdef Py_ssize_t k_h = key.shape[0], k_w = key.shape[1]
-    cdef Py_ssize_t image_keys = k_h * k_w * in_c * out_c
-    cdef Py_ssize_t rows_len = k_h * in_c * in_w, scores_len = k_h * k_w * out_c * out_w
-    cdef Py_ssize_t row_len = out_c * out_w
-    cdef Py_ssize_t scratch_len = rows_len + scores_len + 3 * row_len
-    cdef Py_ssize_t row, n, tid, b, first, stop
+cdef _attention(const real[:, :, :, ::1] x, const real[:, :, :, ::1] key,
+                const real[:, :, ::1] value, real[:, :, :, ::1] out, tuple stride, tuple pads,
+                bint normalize, int num_threads, bint channels_first):
+    cdef Py_ssize_t sh = stride[0], pad_top = pads[0]
+    cdef Py_ssize_t n_batch = x.shape[0], in_h, in_w, in_c, out_h, out_w, out_c
+    if channels_first:
+        in_c, in_h, in_w = x.shape[1], x.shape[2], x.shape[3]
+        out_c, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+    else:
+        in_h, in_w, in_c = x.shape[1], x.shape[2], x.shape[3]
+        out_h, out_w, out_c = out.shape[1], out.shape[2], out.shape[3]
+    cdef fastdl_attention_geometry g
+    g.in_h, g.in_w, g.in_c, g.out_w, g.out_c = in_h, in_w, in_c, out_w, out_c
+    g.k_h, g.k_w, g.sw, g.pad_left = key.shape[0], key.shape[1], stride[1], pads[1]
+    if channels_first:
+        g.x_row_step, g.x_col_step, g.x_chan_step = in_w, 1, in_h * in_w
+        g.out_col_step, g.out_chan_step = 1, out_h * out_w
+    else:
+        g.x_row_step, g.x_col_step, g.x_chan_step = in_w * in_c, in_c, 1
+        g.out_col_step, g.out_chan_step = out_c, 1
+    cdef Py_ssize_t out_row_step = out_w if channels_first else out_w * out_c
+    cdef Py_ssize_t image_len = in_h * in_w * in_c, out_image_len = out_h * out_w * out_c
+    cdef Py_ssize_t image_keys = g.k_h * g.k_w * in_c * out_c
+    cdef Py_ssize_t scratch_len = fastdl_attention_scratch_len(&g)
+    cdef Py_ssize_t row, n, i, b, first, stop
     dtype = np.float32 if real is float else np.float64
     cdef real[:, ::1] scratch = np.empty((num_threads, scratch_len), dtype)
+    # each thread's ring tags: which input row its scratch slots hold (none yet)
+    cdef Py_ssize_t[:, ::1] slot_holds = np.full((num_threads, g.k_h), -1, np.intp)
     # output columns [first, stop) whose column offset b lands inside the input
-    cdef Py_ssize_t[:, ::1] col_ranges = np.empty((k_w, 2), np.intp)
-    for b in range(k_w):
-        first = max(0, -_floor_div(b - pad_left, sw))  # ceil((pad_left - b) / sw)
-        stop = min(out_w, _floor_div(in_w - 1 + pad_left - b, sw) + 1)
+    cdef Py_ssize_t[:, ::1] col_ranges = np.empty((g.k_w, 2), np.intp)
+    for b in range(g.k_w):
+        first = max(0, -_floor_div(b - g.pad_left, g.sw))  # ceil((pad_left - b) / sw)
+        stop = min(out_w, _floor_div(in_w - 1 + g.pad_left - b, g.sw) + 1)
         col_ranges[b, 0] = first
         col_ranges[b, 1] = max(first, stop)
+    g.col_ranges = &col_ranges[0, 0]
     cdef real[:, :, :, :, ::1] folded
     cdef double[:, ::1] row_sums
     cdef const real* keys_ptr = &key[0, 0, 0, 0]
     cdef Py_ssize_t keys_step = 0
     if normalize:
-        folded = np.empty((n_batch, k_h, k_w, in_c, out_c), dtype)
+        folded = np.empty((n_batch, g.k_h, g.k_w, in_c, out_c), dtype)
         row_sums = np.empty((n_batch * in_h, in_c), np.float64)
         with nogil:
             _fold_norms(&x[0, 0, 0, 0], &key[0, 0, 0, 0], &folded[0, 0, 0, 0, 0],
-                        &row_sums[0, 0], n_batch, in_h, in_w, in_c, k_h * k_w, out_c,
-                        num_threads)
+                        &row_sums[0, 0], n_batch, in_h, in_w, in_c, channels_first,
+                        g.k_h * g.k_w, out_c, num_threads)
         keys_ptr = &folded[0, 0, 0, 0, 0]
         keys_step = image_keys
     cdef const real* x_ptr = &x[0, 0, 0, 0]
     cdef const real* value_ptr = &value[0, 0, 0]
     cdef real* out_ptr = &out[0, 0, 0, 0]
     cdef real* scratch_ptr = &scratch[0, 0]
-    cdef real* mine
-    cdef const Py_ssize_t* ranges_ptr = &col_ranges[0, 0]
+    cdef Py_ssize_t* slots_ptr = &slot_holds[0, 0]
+    cdef int avx2 = _avx2
     # One task per output row (n, i): each thread writes only its own rows and scratch.
     for row in prange(n_batch * out_h, nogil=True, num_threads=num_threads, schedule="static"):
         n = row // out_h
-        mine = scratch_ptr + threadid() * scratch_len
-        _attention_row(x_ptr + n * in_h * in_w * in_c, keys_ptr + n * keys_step, value_ptr,
-                       out_ptr + row * out_w * out_c, mine, mine + rows_len,
-                       mine + rows_len + scores_len, mine + rows_len + scores_len + row_len,
-                       mine + rows_len + scores_len + 2 * row_len, ranges_ptr,
-                       in_h, in_w, in_c, out_w, out_c, k_h, k_w,
-                       (row % out_h) * sh - pad_top, sw, pad_left)
+        i = row - n * out_h
+        if real is float:
+            fastdl_attention_row_f32(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
+                                     value_ptr, out_ptr + n * out_image_len + i * out_row_step,
+                                     scratch_ptr + threadid() * scratch_len,
+                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
+        else:
+            fastdl_attention_row_f64(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
+                                     value_ptr, out_ptr + n * out_image_len + i * out_row_step,
+                                     scratch_ptr + threadid() * scratch_len,
+                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
+
+
+def attention_nhwc(const real[:, :, :, ::1] x not None,
+                   const real[:, :, :, ::1] key not None,
+                   const real[:, :, ::1] value not None,
+                   real[:, :, :, ::1] out not None,
+                   tuple stride, tuple pads, bint normalize, int num_threads):
+    """out[n, i, j, :] = masked-softmax-weighted values; x (N, H, W, C_in) is unpadded,
+    ``pads`` are the (top, left) paddings, whose positions are left out of the softmax;
+    key (KH, KW, C_in, C_out), value (KH, KW, C_out)."""
+    _attention(x, key, value, out, stride, pads, normalize, num_threads, False)
+
+
+def attention_nchw(const real[:, :, :, ::1] x not None,
+                   const real[:, :, :, ::1] key not None,
+                   const real[:, :, ::1] value not None,
+                   real[:, :, :, ::1] out not None,
+                   tuple stride, tuple pads, bint normalize, int num_threads):
+    """attention_nhwc on channels-first x (N, C_in, H, W) and out (N, C_out, Ho, Wo),
+    read and written in place; key and value as for attention_nhwc."""
+    _attention(x, key, value, out, stride, pads, normalize, num_threads, True)

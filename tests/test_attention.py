@@ -170,6 +170,66 @@ def test_larger_shape_matches_torch(backend, dtype, torch, rng):
     assert_close(out, torch_oracle(torch, x, key, value, padding="same"), dtype)
 
 
+# The row kernels' paths: the 4-channel score pass (C_in 9: two passes and a rest), the
+# ring of transposed channels-last input rows (reused by consecutive output rows, across
+# image boundaries, with row strides 1 and 2 and masked top and bottom rows), and NCHW
+# read and written in place; on 1 and 2 threads.
+ROW_PATH_CASES = [
+    ((3, 9, 10, 9), (3, 3), 1, 1),
+    ((2, 11, 7, 5), (3, 2), (2, 1), (1, 0)),
+    ((4, 5, 6, 4), (2, 3), 1, "valid"),
+    ((10, 3, 6, 5), (3, 3), 1, "valid"),  # one output row per image, the same input rows
+]
+
+
+def _row_path_problem(shape, window, rng):
+    x = rng.standard_normal(shape) * 2
+    key = rng.standard_normal(window + (shape[-1], 3))
+    value = rng.standard_normal(window + (3,))
+    return x, key, value
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, window, stride, padding", ROW_PATH_CASES)
+def test_row_kernel_paths(shape, window, stride, padding, layout, threads, backend, dtype,
+                          rng):
+    x, key, value = _row_path_problem(shape, window, rng)
+    expected = numpy_oracle(x, key, value, stride=stride, padding=padding)
+    xs, ks, vs = (np.ascontiguousarray(a.astype(dtype)) for a in to_layout(layout, x, key, value))
+    old = fastdl.get_num_threads()
+    fastdl.set_num_threads(min(threads, fastdl._dispatch.max_num_threads()))
+    try:
+        out = fastdl.sliding_window_attention(xs, ks, vs, stride=stride, padding=padding,
+                                              layout=layout, backend=backend)
+    finally:
+        fastdl.set_num_threads(old)
+    assert out.flags.c_contiguous
+    assert_close(from_layout(layout, out), expected, dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, window, stride, padding", ROW_PATH_CASES)
+def test_cython_generic_row_build(shape, window, stride, padding, layout, dtype, rng):
+    """The row function built without AVX2 (what CPUs without it run) gives the same."""
+    require_backend("cython")
+    from fastdl._cy import attention as cy_attention
+
+    x, key, value = _row_path_problem(shape, window, rng)
+    x[0, 1, 1, 0] = np.nan  # NaN reaches that image's outputs through the norm
+    expected = numpy_oracle(x, key, value, stride=stride, padding=padding)
+    xs, ks, vs = (a.astype(dtype) for a in to_layout(layout, x, key, value))
+    saved = cy_attention._row_build()
+    cy_attention._row_build(False)
+    try:
+        out = fastdl.sliding_window_attention(xs, ks, vs, stride=stride, padding=padding,
+                                              layout=layout, backend="cython")
+    finally:
+        cy_attention._row_build(saved)
+    assert np.isnan(expected[0]).all() and not np.isnan(expected[1:]).any()
+    assert_close(from_layout(layout, out), expected, dtype)
+
+
 def test_uniform_scores_average_the_valid_values(backend, dtype):
     """Zero keys give equal scores: each output is the mean of the values at the window
     positions inside the image. At a "same"-padded corner only 4 of 9 positions count,

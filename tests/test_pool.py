@@ -145,6 +145,58 @@ def test_nan_and_inf_propagate(backend, dtype, layout, op, rng, torch):
             assert_close(out, to_layout(expected, layout), dtype)
 
 
+# The row kernels' paths: channels-last straight into the output; one channel (NCHW
+# planes) through a scratch line, with its own loop for 2-wide stride-2 windows without
+# left padding (odd widths leave a column out). NaN sits in either lane of a pair, and
+# first or second in a column.
+ROW_PATH_CASES = [
+    ((2, 7, 9, 1), 2, 2, 0),         # NCHW-like single channel: the 2x2 stride-2 loop
+    ((1, 6, 11, 1), (3, 2), 2, 0),   # 2-wide stride 2, 3 rows: the same loop
+    ((1, 6, 8, 1), 2, 2, 1),         # left padding: the general column loop
+    ((1, 5, 9, 1), (2, 3), (1, 2), (1, 1)),
+    ((2, 7, 9, 6), 2, 2, 0),         # channels-last
+    ((1, 6, 8, 9), 3, 1, 1),         # overlapping channels-last windows
+]
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, size, stride, padding", ROW_PATH_CASES)
+def test_row_kernel_paths_with_nan(backend, dtype, layout, op, shape, size, stride, padding,
+                                   rng, torch):
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, 0] = np.nan     # the first lane of a column pair, in the first row
+    x[0, 1, 3, -1] = np.nan    # the second lane, in the second row
+    x[-1, 2, 4, 0] = np.inf
+    x[-1, 4, 6, -1] = -np.inf
+    expected = torch_pool(torch, op, x, size, stride, padding)
+    assert np.isnan(expected).any()
+    out = OPS[op][0](np.ascontiguousarray(to_layout(x, layout)), size, stride, padding,
+                     layout=layout, backend=backend)
+    assert_close(out, to_layout(expected, layout), dtype)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape, size, stride, padding", ROW_PATH_CASES)
+def test_cython_generic_row_build(dtype, op, shape, size, stride, padding, rng, torch):
+    """The row functions built without AVX2 (what CPUs without it run) give the same."""
+    _available("cython")
+    from fastdl._cy import pool as cy_pool
+
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 1, 1, 0] = np.nan
+    expected = torch_pool(torch, op, x, size, stride, padding)
+    saved = cy_pool._row_build()
+    cy_pool._row_build(False)
+    try:
+        got = [OPS[op][0](np.ascontiguousarray(to_layout(x, layout)), size, stride, padding,
+                          layout=layout, backend="cython") for layout in LAYOUTS]
+    finally:
+        cy_pool._row_build(saved)
+    for layout, out in zip(LAYOUTS, got):
+        assert_close(out, to_layout(expected, layout), dtype)
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_memory_layouts_give_same_result_and_inputs_are_untouched(backend, dtype, layout,

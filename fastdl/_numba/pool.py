@@ -1,102 +1,114 @@
 """Numba pooling kernels on channels-last (N, H, W, C) data, parallel over output rows.
 
-The inner loop runs over C, contiguous in memory. With C == 1 (how the wrapper passes
-NCHW data: N*C planes of one channel) it runs over the output columns instead, so
-channels-first input is pooled in place without a transpose.
+Same algorithm as the Cython kernel (kernels/pool_rows.h). Channels-last data is reduced
+straight into the output row, input row by input row, along the contiguous channels.
+With C == 1 (how the wrapper passes NCHW data: N*C planes of one channel, pooled in place
+without a transpose) the inner loops run along the row instead: the common 2-wide,
+stride-2 window reduces each input row's column pairs straight into the output row, with
+a constant stride, so LLVM vectorises the two interleaved loads (a loop with a run-time
+stride, or the tap-by-tap update of the output it replaced, does not: 4x slower); any
+other window first reduces its input rows into a scratch line (unit stride, so it
+vectorises), then each output column reduces its window's cells of that line.
+A window holding a NaN gives NaN, as in PyTorch's max_pool2d.
 """
 
 import numpy as np
 from numba import prange
 
-from . import njit_serial, njit_parallel, run_parallel
+from . import njit_parallel, njit_serial, run_parallel
 
 
-@njit_serial
-def _column_range(tap, out_w, in_w, sw, pad_left):
-    """Output columns ow whose input column ow*sw + tap - pad_left is inside the input."""
-    first = (pad_left - tap + sw - 1) // sw if pad_left > tap else 0
-    last = in_w - 1 - tap + pad_left  # the largest ow*sw allowed
-    return first, (min(out_w, last // sw + 1) if last >= 0 else 0)
+@njit_serial(inline="always")
+def _combine(m, v, average):
+    """m + v for average pooling; else the max, where NaN wins whichever side it is on
+    (a select, so the loops vectorise)."""
+    if average:
+        return m + v
+    return v if (v > m) | (v != v) else m
 
 
 @njit_parallel
-def _max_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
+def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
     n_batch, in_h, in_w, channels = x.shape
     _, out_h, out_w, _ = out.shape
     rows_in = x.reshape(n_batch, in_h, in_w * channels)  # 1-d rows vectorise better
     rows_out = out.reshape(n_batch, out_h, out_w * channels)
-    # One task per output row (n, oh): each thread writes only its own rows. Taps that
-    # fall in the padding are skipped, so padded cells never win.
-    for row in prange(n_batch * out_h):
-        n = row // out_h
-        oh = row % out_h
-        h0 = oh * sh - pad_top
-        dst = out[n, oh]
-        dst[:] = -np.inf
-        for ih in range(max(h0, 0), min(h0 + kh, in_h)):  # stream the input row by row
-            src = x[n, ih]
-            if channels == 1:  # NCHW planes: run along the output columns, tap by tap
-                src_row, dst_row = rows_in[n, ih], rows_out[n, oh]
-                for tap in range(kw):
-                    first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
-                    for ow in range(first, stop):
-                        v = src_row[ow * sw + tap - pad_left]
-                        m = dst_row[ow]
-                        # NaN wins, as in PyTorch: a window holding a NaN gives NaN
-                        dst_row[ow] = v if (v > m) | (v != v) else m
-            else:
-                for ow in range(out_w):
-                    w0 = ow * sw - pad_left
-                    cell = dst[ow]
-                    for iw in range(max(w0, 0), min(w0 + kw, in_w)):
-                        pixel = src[iw]
-                        for c in range(channels):
-                            v = pixel[c]
-                            m = cell[c]
-                            cell[c] = v if (v > m) | (v != v) else m
-
-
-@njit_parallel
-def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left):
-    n_batch, in_h, in_w, channels = x.shape
-    _, out_h, out_w, _ = out.shape
-    rows_in = x.reshape(n_batch, in_h, in_w * channels)
-    rows_out = out.reshape(n_batch, out_h, out_w * channels)
     # Padded cells count as zeros in the divisor (count_include_pad=True).
     scale = out.dtype.type(1.0) / out.dtype.type(kh * kw)
-    for row in prange(n_batch * out_h):
-        n = row // out_h
-        oh = row % out_h
-        h0 = oh * sh - pad_top
-        dst = out[n, oh]
-        dst[:] = 0
-        for ih in range(max(h0, 0), min(h0 + kh, in_h)):
-            src = x[n, ih]
-            if channels == 1:
-                src_row, dst_row = rows_in[n, ih], rows_out[n, oh]
-                for tap in range(kw):
-                    first, stop = _column_range(tap, out_w, in_w, sw, pad_left)
-                    for ow in range(first, stop):
-                        dst_row[ow] += src_row[ow * sw + tap - pad_left]
-            else:
+    rows = n_batch * out_h
+    # A block of output rows per task (each writes only its own rows), so the scratch
+    # line is allocated once per block. The wrapper's padding rule guarantees every
+    # window at least one input row and column.
+    for block in prange(num_blocks):
+        line = np.empty(in_w, x.dtype)
+        for row in range(block * rows // num_blocks, (block + 1) * rows // num_blocks):
+            n = row // out_h
+            oh = row % out_h
+            h0 = oh * sh - pad_top
+            h_lo, h_hi = max(h0, 0), min(h0 + kh, in_h)
+            dst = rows_out[n, oh]
+            if channels > 1:
+                for ih in range(h_lo, h_hi):
+                    src = rows_in[n, ih]
+                    for ow in range(out_w):
+                        w0 = ow * sw - pad_left
+                        lo, hi = max(w0, 0), min(w0 + kw, in_w)
+                        cell = dst[ow * channels:(ow + 1) * channels]
+                        if ih == h_lo:
+                            cell[:] = src[lo * channels:(lo + 1) * channels]
+                            lo += 1
+                        for iw in range(lo, hi):
+                            pixel = src[iw * channels:(iw + 1) * channels]
+                            for c in range(channels):
+                                cell[c] = _combine(cell[c], pixel[c], average)
+                if average:
+                    for i in range(out_w * channels):
+                        dst[i] *= scale
+                continue
+            # One channel. Every pass streams a single input row: reading two rows in one
+            # loop runs at a third of the speed once the input is out of cache.
+            if kw == 2 and sw == 2 and pad_left == 0:
+                # the common window: column pairs of each input row, straight into dst
+                src = rows_in[n, h_lo]
                 for ow in range(out_w):
-                    w0 = ow * sw - pad_left
-                    cell = dst[ow]
-                    for iw in range(max(w0, 0), min(w0 + kw, in_w)):
-                        pixel = src[iw]
-                        for c in range(channels):
-                            cell[c] += pixel[c]
-        for ow in range(out_w):
-            for c in range(channels):
-                dst[ow, c] *= scale
+                    dst[ow] = _combine(src[2 * ow], src[2 * ow + 1], average)
+                for ih in range(h_lo + 1, h_hi):
+                    src = rows_in[n, ih]
+                    for ow in range(out_w):
+                        dst[ow] = _combine(dst[ow], _combine(src[2 * ow], src[2 * ow + 1],
+                                                             average), average)
+                if average:
+                    for ow in range(out_w):
+                        dst[ow] *= scale
+                continue
+            # any other window: its rows reduced into line, then each output column
+            line[:] = rows_in[n, h_lo]
+            for ih in range(h_lo + 1, h_hi):
+                src = rows_in[n, ih]
+                for i in range(in_w):
+                    line[i] = _combine(line[i], src[i], average)
+            for ow in range(out_w):
+                w0 = ow * sw - pad_left
+                lo, hi = max(w0, 0), min(w0 + kw, in_w)
+                r = line[lo]
+                for iw in range(lo + 1, hi):
+                    r = _combine(r, line[iw], average)
+                dst[ow] = r * scale if average else r
+
+
+def _num_blocks(out, num_threads):
+    # a few blocks per thread even out uneven rows; each block allocates one line
+    return min(out.shape[0] * out.shape[1], 8 * num_threads)
 
 
 def max_pool_nhwc(x, out, size, stride, pads, num_threads):
     """out[n, oh, ow, :] = max over the window's in-bounds cells of x (N, H, W, C);
     ``pads`` = (top, left): the bottom/right padding is implied by out's shape."""
-    run_parallel(_max_pool_nhwc, num_threads, x, out, *size, *stride, *pads)
+    run_parallel(_pool_nhwc, num_threads, x, out, *size, *stride, *pads, False,
+                 _num_blocks(out, num_threads))
 
 
 def avg_pool_nhwc(x, out, size, stride, pads, num_threads):
     """out[n, oh, ow, :] = sum over the window's in-bounds cells / (size_h * size_w)."""
-    run_parallel(_avg_pool_nhwc, num_threads, x, out, *size, *stride, *pads)
+    run_parallel(_pool_nhwc, num_threads, x, out, *size, *stride, *pads, True,
+                 _num_blocks(out, num_threads))
