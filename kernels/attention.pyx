@@ -79,8 +79,9 @@ cdef void _fold_norms(const real* x, const real* key, real* keys, double* sums,
                 for c in range(in_c):
                     xv = src[c]
                     row_sums[c] = row_sums[c] + xv * xv
-    # sums is (N, parts, C) either way
-    for n in prange(n_batch, num_threads=num_threads, schedule="static"):
+    # sums is (N, parts, C) either way. Serial, as in numba: little work, and on a busy
+    # machine every parallel region can wait a scheduler tick for a descheduled thread.
+    for n in range(n_batch):
         for c in range(in_c):
             sq = 0
             for h in range(parts):
