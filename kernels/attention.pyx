@@ -79,8 +79,9 @@ cdef void _fold_norms(const real* x, const real* key, real* keys, double* sums,
                 for c in range(in_c):
                     xv = src[c]
                     row_sums[c] = row_sums[c] + xv * xv
-    # sums is (N, parts, C) either way
-    for n in prange(n_batch, num_threads=num_threads, schedule="static"):
+    # sums is (N, parts, C) either way. Serial, as in numba: little work, and on a busy
+    # machine every parallel region can wait a scheduler tick for a descheduled thread.
+    for n in range(n_batch):
         for c in range(in_c):
             sq = 0
             for h in range(parts):
@@ -157,20 +158,28 @@ cdef _attention(const real[:, :, :, ::1] x, const real[:, :, :, ::1] key,
     cdef real* scratch_ptr = &scratch[0, 0]
     cdef Py_ssize_t* slots_ptr = &slot_holds[0, 0]
     cdef int avx2 = _avx2
-    # One task per output row (n, i): each thread writes only its own rows and scratch.
-    for row in prange(n_batch * out_h, nogil=True, num_threads=num_threads, schedule="static"):
-        n = row // out_h
-        i = row - n * out_h
-        if real is float:
-            fastdl_attention_row_f32(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
-                                     value_ptr, out_ptr + n * out_image_len + i * out_row_step,
-                                     scratch_ptr + threadid() * scratch_len,
-                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
-        else:
-            fastdl_attention_row_f64(avx2, &g, x_ptr + n * image_len, keys_ptr + n * keys_step,
-                                     value_ptr, out_ptr + n * out_image_len + i * out_row_step,
-                                     scratch_ptr + threadid() * scratch_len,
-                                     slots_ptr + threadid() * g.k_h, n, i * sh - pad_top)
+    # Blocks of consecutive output rows (the ring of input rows is reused within a block),
+    # a few per thread, handed out dynamically so that a thread on a busy core takes
+    # fewer; each thread writes only its blocks' rows and its own scratch.
+    cdef Py_ssize_t rows = n_batch * out_h, block, tid
+    cdef Py_ssize_t num_blocks = min(rows, 4 * num_threads)
+    for block in prange(num_blocks, nogil=True, num_threads=num_threads, schedule="dynamic"):
+        tid = threadid()
+        for row in range(block * rows // num_blocks, (block + 1) * rows // num_blocks):
+            n = row // out_h
+            i = row - n * out_h
+            if real is float:
+                fastdl_attention_row_f32(avx2, &g, x_ptr + n * image_len,
+                                         keys_ptr + n * keys_step, value_ptr,
+                                         out_ptr + n * out_image_len + i * out_row_step,
+                                         scratch_ptr + tid * scratch_len,
+                                         slots_ptr + tid * g.k_h, n, i * sh - pad_top)
+            else:
+                fastdl_attention_row_f64(avx2, &g, x_ptr + n * image_len,
+                                         keys_ptr + n * keys_step, value_ptr,
+                                         out_ptr + n * out_image_len + i * out_row_step,
+                                         scratch_ptr + tid * scratch_len,
+                                         slots_ptr + tid * g.k_h, n, i * sh - pad_top)
 
 
 def attention_nhwc(const real[:, :, :, ::1] x not None,

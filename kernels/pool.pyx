@@ -1,7 +1,7 @@
 # Cython pooling kernels: channels-last, OpenMP-parallel over output rows. Each output
-# row is one call of a C row function (kernels/pool_rows.h: the window's input rows are
-# reduced into a scratch line, then its columns; with C == 1, i.e. NCHW planes, along
-# the output columns), built generic and for AVX2 and picked at run time.
+# row is one call of a C row function (kernels/pool_rows.h: along the channels, or with
+# C == 1, i.e. NCHW planes, along the row), built generic and for AVX2 and picked at
+# run time.
 # Same contract and algorithm as fastdl/_numba/pool.py; the Python wrapper
 # (fastdl/pool.py) has already validated every shape, so no bounds are checked here.
 from cython.parallel cimport prange, threadid
@@ -67,8 +67,8 @@ cdef void _pool(const real* x, real* out, real* lines, Py_ssize_t n_batch, Py_ss
 
 cdef _run(const real[:, :, :, ::1] x, real[:, :, :, ::1] out, tuple size, tuple stride,
           tuple pads, int num_threads, bint average):
-    # one scratch line (an input row) per thread
-    cdef real[:, ::1] lines = np.empty((num_threads, x.shape[2] * x.shape[3]),
+    # one scratch line (an input row; used with one channel) per thread
+    cdef real[:, ::1] lines = np.empty((num_threads, x.shape[2]),
                                        np.float32 if real is float else np.float64)
     _pool(&x[0, 0, 0, 0], &out[0, 0, 0, 0], &lines[0, 0], x.shape[0], x.shape[1],
           x.shape[2], x.shape[3], out.shape[1], out.shape[2], size, stride, pads,
