@@ -9,7 +9,9 @@ How an entry is timed (``measure``): its first call is timed on its own and repo
 "first call" (it includes Numba's compile or cache load), one more untimed warm-up call
 follows, then the call repeats back to back until ``budget`` seconds have passed and it
 ran at least 3 times (or 3 budgets passed); the median is reported (the minimum too, in
-JSON). Each entry kind (numba, cython, numpy, torch, naive) is timed in its own
+JSON). The whole list runs in 3 interleaved rounds (``--rounds``), each entry getting
+budget / 3 per round, and the table reports the median of an entry's round medians: on a
+shared virtual machine, stalls of a few seconds otherwise slow single entries 10x. Each entry kind (numba, cython, numpy, torch, naive) is timed in its own
 worker process, which builds the case's inputs itself (seeded, so every worker gets the
 same arrays); one worker runs at a time, the case's entries one after another: the
 OpenMP / BLAS thread pools of one library keep spinning after a call and, on few cores,
@@ -579,18 +581,22 @@ class _Progress:
 
 
 def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress=True,
-        isolated=True, worker_info=None):
+        isolated=True, worker_info=None, rounds=1):
     """Measure every (case, backend) entry; returns a list of result dicts (one per
     entry, in order; skipped and failed entries say so in "status").
 
     ``isolated`` (the default): each entry kind runs in its own worker process (see
     ``_Worker``), one worker at a time; otherwise everything runs in this process.
+    ``rounds`` (isolated only): the whole list is measured that many times, each time
+    with ``budget / rounds``, and an entry's median is the median of its rounds' medians.
+    On a shared (virtual) machine a stall of a few seconds can slow every call of one
+    entry 10x; spread over rounds, it hits one round of one entry and is outvoted.
     ``worker_info``: a dict to fill with what each worker reports about itself (its pid,
     which heavy libraries it imported, numba's threading layer)."""
     threads = threads or fastdl.get_num_threads()
     results = []
-    bar = _Progress(len(case_list), progress)
     if not isolated:
+        bar = _Progress(len(case_list), progress)
         with same_threads(threads), contextlib.closing(bar):
             for case in case_list:
                 bar.show(case.id)
@@ -601,14 +607,21 @@ def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress
         _add_ratios(results)
         return results
     workers = {}
+    bar = _Progress(len(case_list) * rounds, progress)
+    per_round = []
     try:
         with contextlib.closing(bar):
-            for case in case_list:
-                for backend in _entries(case, backends):
-                    bar.show(f"{case.id} {backend}")
-                    results.append(_ask_worker(workers, backend, threads, dict(
-                        case=case.id, dtype=dtype, budget=budget), case))
-                bar.step()
+            for round_index in range(rounds):
+                rows = []
+                for case in case_list:
+                    for backend in _entries(case, backends):
+                        bar.show(f"{case.id} {backend}"
+                                 + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""))
+                        rows.append(_ask_worker(workers, backend, threads, dict(
+                            case=case.id, dtype=dtype, budget=budget / rounds), case))
+                    bar.step()
+                per_round.append(rows)
+        results = [_combine_rounds(entry_rounds) for entry_rounds in zip(*per_round)]
         if worker_info is not None:
             for kind, worker in workers.items():
                 with contextlib.suppress(_WorkerDied):
@@ -618,6 +631,22 @@ def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress
             worker.close()
     _add_ratios(results)
     return results
+
+
+def _combine_rounds(rows):
+    """One entry's row from its rounds: the median of the round medians, the fastest
+    call, all repeats, and the first call of the first round (later ones are warm)."""
+    failed = [row for row in rows if row["median_s"] is None]
+    if failed:
+        return failed[0]
+    medians = [row["median_s"] for row in rows]
+    combined = dict(rows[0], median_s=statistics.median(medians),
+                    min_s=min(row["min_s"] for row in rows),
+                    repeats=sum(row["repeats"] for row in rows))
+    combined["rate"] = combined["work"] / combined["median_s"] / 1e9
+    if len(rows) > 1:
+        combined["round_medians_s"] = medians
+    return combined
 
 
 def _entries(case, backends):
@@ -1035,6 +1064,10 @@ def parse_args(argv=None):
                         help="threads for fastdl and torch (default: the usable cores)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of repeats per entry (default 1, 0.3 with --quick)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="measure the whole list this many times, interleaved, each "
+                             "with budget/rounds, and report each entry's median round "
+                             "(default 3, 1 with --quick): outvotes a stall of the machine")
     parser.add_argument("--json", metavar="PATH", help="write machine info and all results")
     parser.add_argument("--plot", metavar="PATH",
                         help="write a PNG bar chart of the speedups vs PyTorch (matplotlib)")
@@ -1046,6 +1079,8 @@ def parse_args(argv=None):
     most = fastdl._dispatch.max_num_threads()
     if args.threads is not None and not 1 <= args.threads <= most:
         parser.error(f"--threads must be in [1, {most}], got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.budget is not None and args.budget <= 0:
         parser.error(f"--budget must be > 0, got {args.budget}")
     return args
@@ -1072,8 +1107,9 @@ def main(argv=None):
     budget = args.budget if args.budget is not None else (0.25 if args.quick else 1.0)
     started = time.perf_counter()
     worker_info = {}
+    rounds = args.rounds or (1 if args.quick else 3)
     results = run(selected, args.backends, args.dtype, threads, budget,
-                  progress=not args.no_progress, worker_info=worker_info)
+                  progress=not args.no_progress, worker_info=worker_info, rounds=rounds)
     info = machine_info(threads)
     # what the workers saw: numba's threading layer is known only where a parallel kernel
     # ran, the BLAS libraries only where the numpy backend loaded them
@@ -1089,13 +1125,14 @@ def main(argv=None):
         print(format_startup(startup))
     elapsed = time.perf_counter() - started
     print(f"\n{len(selected)} cases, {len(results)} entries in {elapsed:.1f} s; budget "
-          f"{budget} s per entry; speedup = other time / this time (> 1: this is faster); "
+          f"{budget} s per entry in {rounds} interleaved round(s), median of the rounds' "
+          f"medians; speedup = other time / this time (> 1: this is faster); "
           "vs naive only on the small cases")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(machine=info, settings=dict(
                 quick=args.quick, ops=args.ops, backends=args.backends, dtype=args.dtype,
-                threads=threads, budget_s=budget), results=results, startup=startup,
+                threads=threads, budget_s=budget, rounds=rounds), results=results, startup=startup,
                 elapsed_s=elapsed), fh, indent=1)
     if args.plot:
         try:
