@@ -10,8 +10,9 @@ How an entry is timed (``measure``): its first call is timed on its own and repo
 follows, then the call repeats back to back until ``budget`` seconds have passed and it
 ran at least 3 times (or 3 budgets passed); the median is reported (the minimum too, in
 JSON). The whole list runs in 3 interleaved rounds (``--rounds``), each entry getting
-budget / 3 per round, and the table reports the median of an entry's round medians: on a
-shared virtual machine, stalls of a few seconds otherwise slow single entries 10x. Each entry kind (numba, cython, numpy, torch, naive) is timed in its own
+budget / 3 per round, and the table reports the lowest of an entry's round medians (all
+of them are in the JSON): on a shared virtual machine, stalls of a second or more
+otherwise slow single entries 10x. Each entry kind (numba, cython, numpy, torch, naive) is timed in its own
 worker process, which builds the case's inputs itself (seeded, so every worker gets the
 same arrays); one worker runs at a time, the case's entries one after another: the
 OpenMP / BLAS thread pools of one library keep spinning after a call and, on few cores,
@@ -588,9 +589,11 @@ def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress
     ``isolated`` (the default): each entry kind runs in its own worker process (see
     ``_Worker``), one worker at a time; otherwise everything runs in this process.
     ``rounds`` (isolated only): the whole list is measured that many times, each time
-    with ``budget / rounds``, and an entry's median is the median of its rounds' medians.
-    On a shared (virtual) machine a stall of a few seconds can slow every call of one
-    entry 10x; spread over rounds, it hits one round of one entry and is outvoted.
+    with ``budget / rounds``, and an entry's median is the lowest of its rounds' medians.
+    On a shared virtual machine, every call of whatever entry is running can be 10x slower
+    for a second or more (seen after another process freed a lot of memory: the guest's
+    next page faults are slow); spread over rounds, such a stall spoils one round of an
+    entry, not the entry. Every entry, PyTorch's too, is treated the same way.
     ``worker_info``: a dict to fill with what each worker reports about itself (its pid,
     which heavy libraries it imported, numba's threading layer)."""
     threads = threads or fastdl.get_num_threads()
@@ -634,13 +637,14 @@ def run(case_list, backends, dtype="float32", threads=None, budget=1.0, progress
 
 
 def _combine_rounds(rows):
-    """One entry's row from its rounds: the median of the round medians, the fastest
-    call, all repeats, and the first call of the first round (later ones are warm)."""
+    """One entry's row from its rounds: the lowest round median (a slower round met
+    interference; as timeit advises for repeats), the fastest call, all repeats, and the
+    first call of the first round (later ones are warm)."""
     failed = [row for row in rows if row["median_s"] is None]
     if failed:
         return failed[0]
     medians = [row["median_s"] for row in rows]
-    combined = dict(rows[0], median_s=statistics.median(medians),
+    combined = dict(rows[0], median_s=min(medians),
                     min_s=min(row["min_s"] for row in rows),
                     repeats=sum(row["repeats"] for row in rows))
     combined["rate"] = combined["work"] / combined["median_s"] / 1e9
@@ -1066,8 +1070,9 @@ def parse_args(argv=None):
                         help="seconds of repeats per entry (default 1, 0.3 with --quick)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="measure the whole list this many times, interleaved, each "
-                             "with budget/rounds, and report each entry's median round "
-                             "(default 3, 1 with --quick): outvotes a stall of the machine")
+                             "with budget/rounds, and report each entry's lowest round median "
+                             "(default 3, 1 with --quick): a stall of the machine spoils a "
+                             "round, not the entry")
     parser.add_argument("--json", metavar="PATH", help="write machine info and all results")
     parser.add_argument("--plot", metavar="PATH",
                         help="write a PNG bar chart of the speedups vs PyTorch (matplotlib)")
@@ -1125,8 +1130,8 @@ def main(argv=None):
         print(format_startup(startup))
     elapsed = time.perf_counter() - started
     print(f"\n{len(selected)} cases, {len(results)} entries in {elapsed:.1f} s; budget "
-          f"{budget} s per entry in {rounds} interleaved round(s), median of the rounds' "
-          f"medians; speedup = other time / this time (> 1: this is faster); "
+          f"{budget} s per entry in {rounds} interleaved round(s), the lowest round median "
+          f"reported; speedup = other time / this time (> 1: this is faster); "
           "vs naive only on the small cases")
     if args.json:
         with open(args.json, "w") as fh:
