@@ -4,9 +4,9 @@ For every output pixel and output channel, a softmax over the window positions o
 (normalised input . key) scores weights the per-position values. The wrapper validates,
 makes the one contiguous copy of each input the kernel needs (dtype, byte order and
 layout fixed in one go; no padded copy: padded positions are masked in the kernel) and
-allocates the output, so kernels only compute. The compiled backends read and write
-channels-first data in place (``attention_nchw``); other backends get channels-last
-copies.
+allocates the output, so kernels only compute. Channels-first data goes to each
+backend's ``attention_nchw``, which the compiled backends run in place (the NumPy one
+transposes).
 """
 
 import numpy as np
@@ -49,11 +49,10 @@ def sliding_window_attention(x, key, value, *, stride=1, padding="valid", normal
     dtype = spec.dtype
     n = spec.x.shape[0]
     out_channels = spec.key.shape[-1]
-    # Channels-first data goes to the backend's NCHW kernel where it has one: read and
-    # written in place (a transposing copy of a 64-channel batch costs more than the
-    # attention itself); otherwise through channels-last copies.
-    native_nchw = spec.channels_first and hasattr(module, "attention_nchw")
-    if native_nchw:
+    # Channels-first data goes to the backend's NCHW kernel, which the compiled backends
+    # read and write in place (a transposing copy of a 64-channel batch costs more than
+    # the attention itself).
+    if spec.channels_first:
         out = np.empty((n, out_channels) + spec.out_spatial, dtype=dtype)
         x_in = _checks.kernel_array(np.moveaxis(spec.x, -1, 1), dtype)
     else:
@@ -61,9 +60,7 @@ def sliding_window_attention(x, key, value, *, stride=1, padding="valid", normal
         x_in = _checks.kernel_array(spec.x, dtype)
     if n:
         leading_pads = (spec.pads[0][0], spec.pads[1][0])
-        run = module.attention_nchw if native_nchw else module.attention_nhwc
+        run = module.attention_nchw if spec.channels_first else module.attention_nhwc
         run(x_in, _checks.kernel_array(spec.key, dtype), _checks.kernel_array(spec.value, dtype),
             out, spec.stride, leading_pads, spec.normalize, get_num_threads())
-    if spec.channels_first and not native_nchw:
-        out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
     return out if spec.batched else out[0]

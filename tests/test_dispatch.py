@@ -330,3 +330,33 @@ def test_set_num_threads_types():
                 fastdl.set_num_threads(bad)
     finally:
         fastdl.set_num_threads(before)
+
+
+@pytest.mark.parametrize("family", dispatch.FAMILIES)
+def test_every_backend_of_a_family_has_the_same_functions(family):
+    """One module per backend with identical public functions (names and parameters):
+    the op wrappers call them without asking which backend they got."""
+    import inspect
+
+    def public(module):
+        functions = {}
+        for name in dir(module):
+            value = getattr(module, name)
+            if name.startswith("_") or not callable(value) or isinstance(value, type):
+                continue
+            if getattr(value, "__module__", module.__name__) not in (module.__name__, None):
+                continue  # imported helpers (np, prange, ...)
+            try:
+                functions[name] = list(inspect.signature(value).parameters)
+            except (TypeError, ValueError):  # a C function without a signature
+                functions[name] = None
+        return functions
+
+    available = [b for b in BACKENDS if fastdl.backends()[b] == "available"]
+    require(len(available) == len(BACKENDS), f"not every backend is available: {fastdl.backends()}")
+    found = {b: public(dispatch.kernels(family, b)) for b in available}
+    names = {b: sorted(f) for b, f in found.items()}
+    assert names["numba"] == names["cython"] == names["numpy"], names
+    for name in names["numpy"]:
+        signatures = {b: found[b][name] for b in available if found[b][name] is not None}
+        assert len({tuple(s) for s in signatures.values()}) == 1, (name, signatures)

@@ -61,3 +61,12 @@ def _attention(x, key, value, out, stride, pads, normalize):
         total[region] += e
         out[region] += e * value[a, b]
     out /= total
+
+
+def attention_nchw(x, key, value, out, stride, pads, normalize, num_threads):
+    """attention_nhwc on channels-first x (N, C_in, H, W) and out (N, C_out, Ho, Wo);
+    key and value as for attention_nhwc. The reference backend simply transposes."""
+    out_last = np.empty(out.shape[:1] + out.shape[2:] + out.shape[1:2], out.dtype)
+    attention_nhwc(np.ascontiguousarray(np.moveaxis(x, 1, -1)), key, value, out_last,
+                   stride, pads, normalize, num_threads)
+    out[...] = np.moveaxis(out_last, -1, 1)
