@@ -268,8 +268,7 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
     dtype = common_dtype(x, weight, bias)
     # The call allocates the padded copy of x and the output (Python ints: no overflow).
     n = x.shape[0]
-    padded_spatial = tuple(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads))
-    padded_shape = (n,) + padded_spatial + (in_channels,)
+    padded_shape = (n,) + padded_spatial(x.shape[1:-1], pads) + (in_channels,)
     out_shape = (n,) + out_spatial + (out_channels,)
     check_fits_in_memory(
         "padding" if any(lo or hi for lo, hi in pads) else "x",
@@ -281,12 +280,17 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
                     dtype=dtype, batched=batched, channels_first=channels_first)
 
 
+def padded_spatial(spatial, pads):
+    """Spatial sizes after (before, after) padding pairs."""
+    return tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
+
+
 def padded_channels_last(x, pads, dtype):
     """A new C-contiguous (N, *padded spatial, C) array: the one copy of the input,
     which also fixes dtype, byte order and memory layout."""
     if not any(lo or hi for lo, hi in pads):
         return np.ascontiguousarray(x, dtype=dtype)
-    shape = (x.shape[0],) + tuple(n + lo + hi for n, (lo, hi) in zip(x.shape[1:-1], pads)) + (x.shape[-1],)
+    shape = (x.shape[0],) + padded_spatial(x.shape[1:-1], pads) + (x.shape[-1],)
     out = np.zeros(shape, dtype=dtype)
     interior = (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], pads))
     out[interior] = x

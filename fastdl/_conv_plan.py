@@ -82,7 +82,11 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
 
 
 @functools.lru_cache(maxsize=256)
-def _reduction_offsets(x_shape, w_shape, dilation):
+def reduction_offsets(x_shape, w_shape, dilation):
+    """SMALL path: offset of each reduction element (kd, kh, kw, c), in weight row order,
+    from an output pixel's first input element in the padded channels-last input (shapes
+    and dilation as tuples). Cached: calls on one shape (a training loop) skip the index
+    arithmetic; the array is read-only, since every such call shares it."""
     _, in_d, in_h, in_w, in_c = x_shape
     k_d, k_h, k_w, c_per_group, _ = w_shape
     dd, dh, dw = dilation
@@ -91,15 +95,8 @@ def _reduction_offsets(x_shape, w_shape, dilation):
     kw = np.arange(k_w).reshape(1, 1, -1, 1)
     c = np.arange(c_per_group).reshape(1, 1, 1, -1)
     offsets = (((kd * dd * in_h + kh * dh) * in_w + kw * dw) * in_c + c).astype(np.intp).ravel()
-    offsets.flags.writeable = False  # shared between calls through the cache
+    offsets.flags.writeable = False
     return offsets
-
-
-def reduction_offsets(x_shape, w_shape, dilation):
-    """SMALL path: offset of each reduction element (kd, kh, kw, c), in weight row order,
-    from an output pixel's first input element in the padded channels-last input.
-    Cached: repeated calls on one shape (a training loop) skip the index arithmetic."""
-    return _reduction_offsets(tuple(x_shape), tuple(w_shape), tuple(dilation))
 
 
 _blas_lock = threading.Lock()

@@ -50,39 +50,34 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     out_channels = spec.weight.shape[-1]
     n = spec.x.shape[0]
     out = np.empty((n,) + (1,) * (3 - nd) + spec.out_spatial + (out_channels,), dtype=dtype)
-    result = out
+    if spec.channels_first:
+        result = np.empty((n, out_channels) + spec.out_spatial, dtype=dtype)
+    else:
+        result = out.reshape((n,) + spec.out_spatial + (out_channels,))
     if n:
-        threads = get_num_threads()
-        if spec.channels_first:
-            xp = _padded_channels_last_from_first(module, spec, nd, threads)
-        else:
-            xp = _to_3d(_checks.padded_channels_last(spec.x, spec.pads, dtype), nd, 1)
+        xp = _kernel_input(module, spec, nd)
         w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
         pad3 = (1,) * (3 - nd)
         module.conv_ndhwc(xp, w, b, out, pad3 + spec.stride, pad3 + spec.dilation,
-                          spec.groups, threads)
+                          spec.groups, get_num_threads())
         if spec.channels_first:
-            result = np.empty((n, out_channels) + spec.out_spatial, dtype=dtype)
             module.to_channels_first(out.reshape(n, -1, out_channels),
                                      result.reshape(n, out_channels, -1), threads_for(out.size))
-    if not spec.channels_first:
-        result = out.reshape((n,) + spec.out_spatial + (out_channels,))
-    elif not n:
-        result = np.empty((0, out_channels) + spec.out_spatial, dtype=dtype)
     return result if spec.batched else result[0]
 
 
-def _padded_channels_last_from_first(module, spec, nd, threads):
-    """The zero-padded channels-last (N, D, H, W, C) kernel input from channels-first x,
-    through the backend's cache-blocked transpose (spec.x is a channels-last view of the
-    caller's channels-first array)."""
-    x_first = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype)
-    x_first = _to_3d(x_first, nd, 2)
+def _kernel_input(module, spec, nd):
+    """The one copy of x the kernel reads: zero-padded, C-contiguous (N, D, H, W, C) in
+    the compute dtype. spec.x is channels-last (a view, for channels-first calls, of the
+    caller's array), which NumPy copies; channels-first data goes through the backend's
+    cache-blocked transpose instead of NumPy's plane-strided copy."""
+    if not spec.channels_first:
+        return _to_3d(_checks.padded_channels_last(spec.x, spec.pads, spec.dtype), nd, 1)
+    x_first = _to_3d(np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype), nd, 2)
     n, channels = x_first.shape[:2]
     pads = ((0, 0),) * (3 - nd) + spec.pads
-    padded = tuple(s + lo + hi for s, (lo, hi) in zip(x_first.shape[2:], pads))
     alloc = np.zeros if any(lo or hi for lo, hi in pads) else np.empty
-    xp = alloc((n,) + padded + (channels,), dtype=spec.dtype)
+    xp = alloc((n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,), spec.dtype)
     module.to_channels_last(x_first, xp, tuple(lo for lo, _ in pads), threads_for(x_first.size))
     return xp

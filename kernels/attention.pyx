@@ -10,13 +10,15 @@ from libc.math cimport sqrt
 
 import numpy as np
 
+cdef extern from "simd.h" nogil:
+    int fastdl_cpu_has_avx2_fma()
+
 cdef extern from "attention_rows.h" nogil:
     ctypedef struct fastdl_attention_geometry:
         Py_ssize_t in_h, in_w, in_c, out_w, out_c, k_h, k_w, sw, pad_left
         Py_ssize_t x_row_step, x_col_step, x_chan_step, out_col_step, out_chan_step
         const Py_ssize_t* col_ranges
     Py_ssize_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g)
-    int fastdl_attention_use_avx2()
     void fastdl_attention_row_f32(int avx2, const fastdl_attention_geometry* g,
                                   const float* image, const float* keys, const float* value,
                                   float* out_row, float* scratch, Py_ssize_t* slot_holds,
@@ -28,7 +30,7 @@ cdef extern from "attention_rows.h" nogil:
                                   Py_ssize_t top)
 
 # This CPU's choice of row-function build, checked once.
-cdef int _avx2 = fastdl_attention_use_avx2()
+cdef int _avx2 = fastdl_cpu_has_avx2_fma()
 
 
 def _row_build(use_avx2=None):
@@ -36,7 +38,7 @@ def _row_build(use_avx2=None):
     run the generic build this way; True only where the CPU supports AVX2+FMA)."""
     global _avx2
     if use_avx2 is not None:
-        _avx2 = 1 if use_avx2 and fastdl_attention_use_avx2() else 0
+        _avx2 = 1 if use_avx2 and fastdl_cpu_has_avx2_fma() else 0
     return bool(_avx2)
 
 

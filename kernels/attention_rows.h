@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "fastmath.h"
+#include "simd.h"
 
 /* What is fixed for one call: sizes, the input's strides (elements between rows, columns
  * and channels of one image) and the output's (between columns and channels of one
@@ -165,26 +166,14 @@ static ptrdiff_t fastdl_attention_scratch_len(const fastdl_attention_geometry* g
 
 ATTENTION_ROW(float, , fastdl_attention_row_f32_generic, fastdl_exp32)
 ATTENTION_ROW(double, , fastdl_attention_row_f64_generic, fastdl_exp64)
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FASTDL_ATTENTION_HAVE_AVX2 1
-ATTENTION_ROW(float, __attribute__((target("avx2,fma"))), fastdl_attention_row_f32_avx2,
-              fastdl_exp32)
-ATTENTION_ROW(double, __attribute__((target("avx2,fma"))), fastdl_attention_row_f64_avx2,
+#ifdef FASTDL_HAVE_AVX2_PATH
+ATTENTION_ROW(float, FASTDL_AVX2_TARGET, fastdl_attention_row_f32_avx2, fastdl_exp32)
+ATTENTION_ROW(double, FASTDL_AVX2_TARGET, fastdl_attention_row_f64_avx2,
               fastdl_exp64_sse41)
 #endif
 #undef ATTENTION_ROW
 
-/* 1 when the AVX2+FMA build of the row function can run on this CPU */
-static int fastdl_attention_use_avx2(void)
-{
-#ifdef FASTDL_ATTENTION_HAVE_AVX2
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
-#ifdef FASTDL_ATTENTION_HAVE_AVX2
+#ifdef FASTDL_HAVE_AVX2_PATH
 #define FASTDL_ATTENTION_DISPATCH(SUFFIX)                                                   \
     if (avx2) {                                                                             \
         fastdl_attention_row_##SUFFIX##_avx2(g, image, keys, value, out_row, scratch,      \

@@ -8,8 +8,10 @@ from cython.parallel cimport parallel, prange, threadid
 
 import numpy as np
 
+cdef extern from "simd.h" nogil:
+    int fastdl_cpu_has_avx2_fma()
+
 cdef extern from "conv_small.h" nogil:
-    int fastdl_conv_small_use_avx2()
     void fastdl_conv_small_row_f32(int avx2, const float* x_row, const float* w,
                                    const float* bias, float* out_row, Py_ssize_t out_w,
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
@@ -21,7 +23,7 @@ cdef extern from "conv_small.h" nogil:
 
 # The SMALL kernel is compiled generic and for AVX2+FMA (kernels/conv_small.h); this
 # CPU's choice, checked once.
-cdef int _small_avx2 = fastdl_conv_small_use_avx2()
+cdef int _small_avx2 = fastdl_cpu_has_avx2_fma()
 
 
 def _small_kernel_build(use_avx2=None):
@@ -29,7 +31,7 @@ def _small_kernel_build(use_avx2=None):
     run the generic build this way; True only where the CPU supports AVX2+FMA)."""
     global _small_avx2
     if use_avx2 is not None:
-        _small_avx2 = 1 if use_avx2 and fastdl_conv_small_use_avx2() else 0
+        _small_avx2 = 1 if use_avx2 and fastdl_cpu_has_avx2_fma() else 0
     return bool(_small_avx2)
 
 from fastdl import _conv_plan

@@ -12,15 +12,10 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "simd.h"
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
-
-typedef float fastdl_f32x8 __attribute__((vector_size(32)));
-typedef double fastdl_f64x4 __attribute__((vector_size(32)));
-
-/* unaligned vector load / store (memcpy compiles to one vmovups) */
-#define FASTDL_LOADV(VEC, ptr) ({ VEC v_; memcpy(&v_, (ptr), sizeof v_); v_; })
-#define FASTDL_STOREV(VEC, ptr, v) do { VEC s_ = (v); memcpy((ptr), &s_, sizeof s_); } while (0)
 
 #define TARGET
 #define REAL float
@@ -43,9 +38,8 @@ typedef double fastdl_f64x4 __attribute__((vector_size(32)));
 #undef ROW_FN
 #undef TARGET
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FASTDL_HAVE_AVX2_PATH 1
-#define TARGET __attribute__((target("avx2,fma")))
+#ifdef FASTDL_HAVE_AVX2_PATH
+#define TARGET FASTDL_AVX2_TARGET
 #define REAL float
 #define VEC fastdl_f32x8
 #define LANES 8
@@ -69,15 +63,6 @@ typedef double fastdl_f64x4 __attribute__((vector_size(32)));
 
 #pragma GCC diagnostic pop
 
-/* 1 when the AVX2+FMA build of the kernel can run on this CPU */
-static int fastdl_conv_small_use_avx2(void)
-{
-#ifdef FASTDL_HAVE_AVX2_PATH
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
 
 /* One output row (out_w pixels x out_c channels). x_row: the
  * row's first input pixel; pixel_step: elements between consecutive output pixels'

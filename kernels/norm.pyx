@@ -6,8 +6,10 @@ import numpy as np
 
 from cython.parallel cimport prange
 
+cdef extern from "simd.h" nogil:
+    int fastdl_cpu_has_avx2_fma()
+
 cdef extern from "norm_simd.h" nogil:
-    int fastdl_norm_use_avx2()
     void fastdl_norm_shifted_sums_f32(int avx2, const float* x, Py_ssize_t n, double shift,
                                       double* sums)
     void fastdl_norm_shifted_sums_f64(int avx2, const double* x, Py_ssize_t n, double shift,
@@ -31,7 +33,7 @@ cdef extern from "norm_simd.h" nogil:
                                         const double* shift)
 
 # This CPU's choice of build of the C loops, checked once.
-cdef int _avx2 = fastdl_norm_use_avx2()
+cdef int _avx2 = fastdl_cpu_has_avx2_fma()
 
 
 def _simd_build(use_avx2=None):
@@ -39,7 +41,7 @@ def _simd_build(use_avx2=None):
     run the generic build this way; True only where the CPU supports AVX2+FMA)."""
     global _avx2
     if use_avx2 is not None:
-        _avx2 = 1 if use_avx2 and fastdl_norm_use_avx2() else 0
+        _avx2 = 1 if use_avx2 and fastdl_cpu_has_avx2_fma() else 0
     return bool(_avx2)
 
 

@@ -4,7 +4,7 @@
  * Cython builds without -march (wheels must run on any x86-64), so plain C loops only
  * get SSE2. As kernels/conv_small.h does, this header compiles every loop twice --
  * generic, and with target("avx2,fma") -- and the caller picks one at run time
- * (fastdl_norm_use_avx2). GCC vector extensions keep the code portable: on a non-AVX
+ * (simd.h). GCC vector extensions keep the code portable: on a non-AVX
  * target a 32-byte vector is split into two 16-byte ones. No fast-math: NaN/Inf
  * propagate. */
 #ifndef FASTDL_NORM_SIMD_H
@@ -13,31 +13,28 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "simd.h"
+
 /* the columns scale/shift walks rows in runs of this many bytes (as numba's RUN_BYTES) */
 #define FASTDL_NORM_RUN_BYTES 256
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 
-typedef double fastdl_norm_f64x4 __attribute__((vector_size(32)));
 typedef float fastdl_norm_f32x4 __attribute__((vector_size(16)));
-typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 
 /* four values at p, widened to float64 (memcpy compiles to one unaligned load) */
 #define FASTDL_NORM_LOAD4_F32(p)                                                          \
     ({ fastdl_norm_f32x4 v_; memcpy(&v_, (p), sizeof v_);                                 \
-       __builtin_convertvector(v_, fastdl_norm_f64x4); })
-#define FASTDL_NORM_LOAD4_F64(p) ({ fastdl_norm_f64x4 v_; memcpy(&v_, (p), sizeof v_); v_; })
-#define FASTDL_NORM_STORE4(p, v) do { fastdl_norm_f64x4 s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
-/* a 32-byte vector of the input type (VEC) at p, unaligned */
-#define FASTDL_NORM_LOADV(VEC, p) ({ VEC v_; memcpy(&v_, (p), sizeof v_); v_; })
-#define FASTDL_NORM_STOREV(VEC, p, v) do { VEC s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
+       __builtin_convertvector(v_, fastdl_f64x4); })
+#define FASTDL_NORM_LOAD4_F64(p) ({ fastdl_f64x4 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define FASTDL_NORM_STORE4(p, v) do { fastdl_f64x4 s_ = (v); memcpy((p), &s_, sizeof s_); } while (0)
 
 #define TARGET
 #define REAL float
 #define LOAD4 FASTDL_NORM_LOAD4_F32
 #define NAME(loop) fastdl_norm_##loop##_f32_generic
-#define VEC fastdl_norm_f32x8
+#define VEC fastdl_f32x8
 #define LANES 8
 #include "norm_simd_body.h"
 #undef REAL
@@ -48,7 +45,7 @@ typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 #define REAL double
 #define LOAD4 FASTDL_NORM_LOAD4_F64
 #define NAME(loop) fastdl_norm_##loop##_f64_generic
-#define VEC fastdl_norm_f64x4
+#define VEC fastdl_f64x4
 #define LANES 4
 #include "norm_simd_body.h"
 #undef REAL
@@ -58,13 +55,12 @@ typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 #undef LANES
 #undef TARGET
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FASTDL_NORM_HAVE_AVX2_PATH 1
-#define TARGET __attribute__((target("avx2,fma")))
+#ifdef FASTDL_HAVE_AVX2_PATH
+#define TARGET FASTDL_AVX2_TARGET
 #define REAL float
 #define LOAD4 FASTDL_NORM_LOAD4_F32
 #define NAME(loop) fastdl_norm_##loop##_f32_avx2
-#define VEC fastdl_norm_f32x8
+#define VEC fastdl_f32x8
 #define LANES 8
 #include "norm_simd_body.h"
 #undef REAL
@@ -75,7 +71,7 @@ typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 #define REAL double
 #define LOAD4 FASTDL_NORM_LOAD4_F64
 #define NAME(loop) fastdl_norm_##loop##_f64_avx2
-#define VEC fastdl_norm_f64x4
+#define VEC fastdl_f64x4
 #define LANES 4
 #include "norm_simd_body.h"
 #undef REAL
@@ -88,19 +84,9 @@ typedef float fastdl_norm_f32x8 __attribute__((vector_size(32)));
 
 #pragma GCC diagnostic pop
 
-/* 1 when the AVX2+FMA build of the loops can run on this CPU */
-static int fastdl_norm_use_avx2(void)
-{
-#ifdef FASTDL_NORM_HAVE_AVX2_PATH
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
-
 /* fastdl_norm_<loop>_<dtype>(avx2, ...): the AVX2 build when avx2 is set, else the
  * generic one. */
-#ifdef FASTDL_NORM_HAVE_AVX2_PATH
+#ifdef FASTDL_HAVE_AVX2_PATH
 #define FASTDL_NORM_PICK(loop, avx2) ((avx2) ? loop##_avx2 : loop##_generic)
 #else
 #define FASTDL_NORM_PICK(loop, avx2) loop##_generic

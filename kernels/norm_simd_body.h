@@ -8,17 +8,17 @@
  * latency instead of on memory. */
 TARGET static void NAME(shifted_sums)(const REAL* x, ptrdiff_t n, double shift, double* sums)
 {
-    const fastdl_norm_f64x4 shift_v = {shift, shift, shift, shift};
-    fastdl_norm_f64x4 s1[4] = {{0}}, s2[4] = {{0}};
+    const fastdl_f64x4 shift_v = {shift, shift, shift, shift};
+    fastdl_f64x4 s1[4] = {{0}}, s2[4] = {{0}};
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (int k = 0; k < 4; k++) {
-            fastdl_norm_f64x4 d = LOAD4(x + i + 4 * k) - shift_v;
+            fastdl_f64x4 d = LOAD4(x + i + 4 * k) - shift_v;
             s1[k] += d;
             s2[k] += d * d;
         }
-    fastdl_norm_f64x4 v1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
-    fastdl_norm_f64x4 v2 = (s2[0] + s2[1]) + (s2[2] + s2[3]);
+    fastdl_f64x4 v1 = (s1[0] + s1[1]) + (s1[2] + s1[3]);
+    fastdl_f64x4 v2 = (s2[0] + s2[1]) + (s2[2] + s2[3]);
     double sum1 = (v1[0] + v1[1]) + (v1[2] + v1[3]);
     double sum2 = (v2[0] + v2[1]) + (v2[2] + v2[3]);
     for (; i < n; i++) {
@@ -53,9 +53,9 @@ TARGET static void NAME(column_sums)(const REAL* x, ptrdiff_t row_stride, ptrdif
             const REAL* row = x + r * row_stride;
             const REAL* next_row = row + row_stride;
             for (ptrdiff_t w = 0; w < vector_width; w += 4) {
-                fastdl_norm_f64x4 sh = FASTDL_NORM_LOAD4_F64(shift + w);
-                fastdl_norm_f64x4 d = LOAD4(row + w) - sh;
-                fastdl_norm_f64x4 e = LOAD4(next_row + w) - sh;
+                fastdl_f64x4 sh = FASTDL_NORM_LOAD4_F64(shift + w);
+                fastdl_f64x4 d = LOAD4(row + w) - sh;
+                fastdl_f64x4 e = LOAD4(next_row + w) - sh;
                 FASTDL_NORM_STORE4(sum1 + w, FASTDL_NORM_LOAD4_F64(sum1 + w) + (d + e));
                 FASTDL_NORM_STORE4(sum2 + w,
                                    FASTDL_NORM_LOAD4_F64(sum2 + w) + (d * d + e * e));
@@ -71,7 +71,7 @@ TARGET static void NAME(column_sums)(const REAL* x, ptrdiff_t row_stride, ptrdif
     for (; r < rows; r++) {
         const REAL* row = x + r * row_stride;
         for (ptrdiff_t w = 0; w < vector_width; w += 4) {
-            fastdl_norm_f64x4 d = LOAD4(row + w) - FASTDL_NORM_LOAD4_F64(shift + w);
+            fastdl_f64x4 d = LOAD4(row + w) - FASTDL_NORM_LOAD4_F64(shift + w);
             FASTDL_NORM_STORE4(sum1 + w, FASTDL_NORM_LOAD4_F64(sum1 + w) + d);
             FASTDL_NORM_STORE4(sum2 + w, FASTDL_NORM_LOAD4_F64(sum2 + w) + d * d);
         }
@@ -95,8 +95,8 @@ TARGET static void NAME(affine)(const REAL* restrict x, REAL* restrict out, ptrd
     const VEC shift_v = shift - (VEC){0};
     ptrdiff_t i = n;
     for (; i >= LANES; i -= LANES) {
-        VEC v = FASTDL_NORM_LOADV(VEC, x + i - LANES);
-        FASTDL_NORM_STOREV(VEC, out + i - LANES, (v - center_v) * scale_v + shift_v);
+        VEC v = FASTDL_LOADV(VEC, x + i - LANES);
+        FASTDL_STOREV(VEC, out + i - LANES, (v - center_v) * scale_v + shift_v);
     }
     for (; i > 0; i--)
         out[i - 1] = (x[i - 1] - center) * scale + shift;

@@ -8,8 +8,10 @@ from cython.parallel cimport prange, threadid
 
 import numpy as np
 
+cdef extern from "simd.h" nogil:
+    int fastdl_cpu_has_avx2_fma()
+
 cdef extern from "pool_rows.h" nogil:
-    int fastdl_pool_use_avx2()
     void fastdl_pool_row_f32(int avx2, int average, const float* image, float* dst,
                              float* line, Py_ssize_t h_lo, Py_ssize_t h_hi, Py_ssize_t in_w,
                              Py_ssize_t channels, Py_ssize_t out_w, Py_ssize_t kw,
@@ -20,7 +22,7 @@ cdef extern from "pool_rows.h" nogil:
                              Py_ssize_t sw, Py_ssize_t pad_left, double scale)
 
 # This CPU's choice of row-function build, checked once.
-cdef int _avx2 = fastdl_pool_use_avx2()
+cdef int _avx2 = fastdl_cpu_has_avx2_fma()
 
 
 def _row_build(use_avx2=None):
@@ -28,7 +30,7 @@ def _row_build(use_avx2=None):
     run the generic build this way; True only where the CPU supports AVX2+FMA)."""
     global _avx2
     if use_avx2 is not None:
-        _avx2 = 1 if use_avx2 and fastdl_pool_use_avx2() else 0
+        _avx2 = 1 if use_avx2 and fastdl_cpu_has_avx2_fma() else 0
     return bool(_avx2)
 
 

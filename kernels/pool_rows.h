@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "simd.h"
+
 /* NaN wins, whichever side it is on; written as a select so the loops vectorise */
 #define FASTDL_MAX_NAN(m, v) (((v) > (m)) | ((v) != (v)) ? (v) : (m)) /* simple v only */
 #define FASTDL_ADD(m, v) ((m) + (v))
@@ -96,24 +98,13 @@
 
 INSTANTIATE(float, , f32_generic)
 INSTANTIATE(double, , f64_generic)
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FASTDL_POOL_HAVE_AVX2 1
-INSTANTIATE(float, __attribute__((target("avx2,fma"))), f32_avx2)
-INSTANTIATE(double, __attribute__((target("avx2,fma"))), f64_avx2)
+#ifdef FASTDL_HAVE_AVX2_PATH
+INSTANTIATE(float, FASTDL_AVX2_TARGET, f32_avx2)
+INSTANTIATE(double, FASTDL_AVX2_TARGET, f64_avx2)
 #endif
 
 #undef INSTANTIATE
 #undef POOL_ROW
-
-/* 1 when the AVX2 build of the row functions can run on this CPU */
-static int fastdl_pool_use_avx2(void)
-{
-#ifdef FASTDL_POOL_HAVE_AVX2
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return 0;
-#endif
-}
 
 /* the row function for (average?, double?, avx2?) */
 #define DISPATCH(REAL, SUFFIX)                                                             \
@@ -131,7 +122,7 @@ static int fastdl_pool_use_avx2(void)
             fastdl_max_pool_row_##SUFFIX##_generic(image, dst, line, h_lo, h_hi, in_w,      \
                                                    channels, out_w, kw, sw, pad_left, scale); \
     }
-#ifdef FASTDL_POOL_HAVE_AVX2
+#ifdef FASTDL_HAVE_AVX2_PATH
 #define AVX2_BRANCH(SUFFIX)                                                                \
     if (avx2) {                                                                             \
         if (average)                                                                        \

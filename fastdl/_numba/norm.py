@@ -13,9 +13,10 @@ pairwise formula. Two decompositions, chosen by B:
   per-channel summaries, merged across tasks at the end.
 The scale/shift pass uses the same two decompositions (one run of rows or pieces per
 thread), each task walking its part of the output from the end (see the note above
-_affine_run: it finds a new output array's freshly zeroed pages in cache). Either way there are at least
-num_threads tasks when the data allows it, also when C < num_threads. Each task writes
-only its own slots of the partial-result arrays and its own part of the output.
+_affine_run: it finds a new output array's freshly zeroed pages in cache). Either way
+there are at least num_threads tasks when the data allows it, also when C < num_threads.
+Each task writes only its own slots of the partial-result arrays and its own part of the
+output.
 """
 
 import numpy as np
