@@ -55,6 +55,12 @@ TILE_BYTES = 512 * 1024
 TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
 
 
+def takes_small_path(reduction, out_c, groups):
+    """Whether a conv with this reduction (C_in/groups * taps) takes the SMALL path, the
+    one path that can also write channels-first output directly (see conv.py)."""
+    return groups == 1 and reduction <= SMALL_MAX_REDUCTION and SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT
+
+
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     """Return (path, threads, tile_rows, limit_blas) for one conv call; limit_blas says
     whether BLAS must be held to one thread around the kernel."""
@@ -65,8 +71,7 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     macs = n * out_d * out_h * out_w * out_c * taps * c_per_group
     tiny = macs < SERIAL_MACS
     threads = 1 if tiny else max(1, num_threads)
-    if (groups == 1 and c_per_group * taps <= SMALL_MAX_REDUCTION
-            and SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT):
+    if takes_small_path(c_per_group * taps, out_c, groups):
         path = SMALL
     elif o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
         path = DIRECT

@@ -4,13 +4,17 @@ All three share one kernel that works on channels-last 3-d data (N, D, H, W, C) 
 (KD, KH, KW, C_in/groups, C_out) weights: conv2d is D = 1, conv1d is D = H = 1. The
 wrapper makes the single copy the kernel needs (zero padding, dtype, byte order and
 layout fixed in one go) and allocates the output, so kernels only compute. Channels-first
-calls go through the backend's cache-blocked transposes (``to_channels_last`` /
-``to_channels_first``) on the way in and out.
+calls go through the backend's cache-blocked transpose ``to_channels_last`` on the way
+in; on the way out the SMALL path (kernel-sized reductions, see _conv_plan) writes the
+channels-first output itself (``conv_ndhwc(..., channels_first_out=True)``), the GEMM paths
+compute channels-last and go through ``to_channels_first``.
 """
+
+import math
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _conv_plan
 from ._dispatch import get_num_threads, kernels, threads_for
 
 
@@ -49,19 +53,27 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     dtype = spec.dtype
     out_channels = spec.weight.shape[-1]
     n = spec.x.shape[0]
-    out = np.empty((n,) + (1,) * (3 - nd) + spec.out_spatial + (out_channels,), dtype=dtype)
+    unit = (1,) * (3 - nd)
+    # Channels-first output: the SMALL kernel writes it directly; the other paths compute
+    # channels-last and transpose (their GEMM tiles are channels-last by construction).
+    write_first = spec.channels_first and _conv_plan.takes_small_path(
+        math.prod(spec.weight.shape[:-1]), out_channels, spec.groups)
+    if write_first:
+        out = np.empty((n, out_channels) + unit + spec.out_spatial, dtype=dtype)
+    else:
+        out = np.empty((n,) + unit + spec.out_spatial + (out_channels,), dtype=dtype)
     if spec.channels_first:
-        result = np.empty((n, out_channels) + spec.out_spatial, dtype=dtype)
+        result = (out.reshape((n, out_channels) + spec.out_spatial) if write_first
+                  else np.empty((n, out_channels) + spec.out_spatial, dtype=dtype))
     else:
         result = out.reshape((n,) + spec.out_spatial + (out_channels,))
     if n:
         xp = _kernel_input(module, spec, nd)
         w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
-        pad3 = (1,) * (3 - nd)
-        module.conv_ndhwc(xp, w, b, out, pad3 + spec.stride, pad3 + spec.dilation,
-                          spec.groups, get_num_threads())
-        if spec.channels_first:
+        module.conv_ndhwc(xp, w, b, out, unit + spec.stride, unit + spec.dilation,
+                          spec.groups, get_num_threads(), write_first)
+        if spec.channels_first and not write_first:
             module.to_channels_first(out.reshape(n, -1, out_channels),
                                      result.reshape(n, out_channels, -1), threads_for(out.size))
     return result if spec.batched else result[0]

@@ -217,8 +217,17 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                const real[:, :, :, :, ::1] w not None,
                const real[::1] bias not None,
                real[:, :, :, :, ::1] out not None,
-               tuple stride, tuple dilation, Py_ssize_t groups, int num_threads):
-    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded."""
+               tuple stride, tuple dilation, Py_ssize_t groups, int num_threads,
+               bint channels_first_out=False):
+    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
+    channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
+    if channels_first_out:  # TEMPORARY: through a channels-last intermediate
+        tmp = np.empty((out.shape[0], out.shape[2], out.shape[3], out.shape[4], out.shape[1]),
+                       np.float32 if real is float else np.float64)
+        conv_ndhwc(xp, w, bias, tmp, stride, dilation, groups, num_threads)
+        to_channels_first(tmp.reshape(out.shape[0], -1, out.shape[1]),
+                          np.asarray(out).reshape(out.shape[0], out.shape[1], -1), num_threads)
+        return
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
     cdef Py_ssize_t n_batch = out.shape[0], out_d = out.shape[1], out_h = out.shape[2]

@@ -93,6 +93,40 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
         assert seen == [want], f"kernel took path {seen}, expected {want}"
 
 
+CHANNELS_FIRST = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1],
+                         ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
+def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rng, monkeypatch):
+    """On the SMALL path channels-first calls get their output written channels-first by
+    the kernel itself (no channels-last intermediate): every pixel/channel block edge."""
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n, c_in) + spatial)
+    w = rng.standard_normal((c_out, c_in) + kernel)
+    b = rng.standard_normal(c_out)
+    conv_t = getattr(torch.nn.functional, f"conv{nd}d")
+    expected = conv_t(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                      stride=stride, padding=padding, dilation=dilation).numpy()
+    if batch is None:
+        x, expected = x[0], expected[0]
+    seen = []
+    original_choose = _conv_plan.choose
+    monkeypatch.setattr(_conv_plan, "choose",
+                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                        stride=stride, padding=padding, dilation=dilation,
+                                        layout=CHANNELS_FIRST[nd], backend=backend)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, expected, dtype)
+    if backend != "numpy":
+        assert seen == [_conv_plan.SMALL]
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1][:6],
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
 def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monkeypatch):

@@ -349,8 +349,15 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
                          c_per_group, sd, sh, sw, dd, dh, dw, groups)
 
 
-def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads):
-    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded."""
+def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
+    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
+    channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
+    if channels_first_out:  # TEMPORARY: through a channels-last intermediate
+        n, c = out.shape[:2]
+        tmp = np.empty((n,) + out.shape[2:] + (c,), out.dtype)
+        conv_ndhwc(xp, w, bias, tmp, stride, dilation, groups, num_threads)
+        to_channels_first(tmp.reshape(n, -1, c), out.reshape(n, c, -1), num_threads)
+        return
     path, threads, tile_rows, limit_blas = _conv_plan.choose(out.shape, w.shape, stride, groups,
                                                  num_threads, out.itemsize)
     dims = xp.shape + out.shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
