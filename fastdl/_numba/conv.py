@@ -128,108 +128,153 @@ def _conv_direct(x, w, bias, out, dims, threads):
                     out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups)
 
 
-# SMALL path: a block of _SMALL_PIXELS output pixels x chunk output channels is
-# accumulated in a stack buffer that LLVM promotes to vector registers (an alloca cannot
-# alias the input or weights, and every index is constant once the chunk loop is fully
-# unrolled). A 16-channel chunk is two AVX2 vectors in float32; in float64 it spills a
-# little, but a 64-byte chunk of 8 doubles made LLVM vectorise the reduction loop
-# instead (measured 3x slower).
-_SMALL_PIXELS = 4  # 6 (as in C) measured 1.8x slower: LLVM unrolls the reduction and spills
-_SMALL_CHUNK = 16
-_SMALL_ACC = _SMALL_PIXELS * _SMALL_CHUNK
+# SMALL path: a block of `pixels` output pixels x `chunk` output channels is accumulated
+# in a stack buffer that LLVM promotes to vector registers (an alloca cannot alias the
+# input or weights, and every index is constant once the block loops are fully unrolled:
+# pixels, chunk and one of the two output strides are literals at each call site, so each
+# inlined copy is specialised). Block shapes:
+# - NARROW, 4 pixels x 16 channels: two AVX2 vectors per pixel in float32, 8 accumulators
+#   (6 pixels measured 1.8x slower on AVX2: LLVM unrolls the reduction and spills). In
+#   float64 it spills a little, but a 64-byte chunk of 8 doubles made LLVM vectorise the
+#   reduction loop instead (measured 3x slower).
+# - WIDE, for AVX-512 hosts (32 vector registers): see _WIDE_PIXELS below.
+_NARROW_PIXELS, _NARROW_CHUNK = 4, 16
+_WIDE_PIXELS, _WIDE_CHUNK = 4, 16
+_SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK)
+_MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS)
 
 
-@intrinsic
-def _stack_accumulators(typingctx, like):
-    """Pointer to an uninitialised stack buffer of _SMALL_ACC elements of like's dtype."""
-    def codegen(context, builder, signature, args):
-        element = context.get_data_type(like.dtype)
-        return cgutils.alloca_once(builder, element, size=_SMALL_ACC)
-    return types.CPointer(like.dtype)(like), codegen
+def _host_has_avx512():
+    try:
+        return llvm.get_host_cpu_features().get("avx512f", False)
+    except Exception:  # feature query unavailable: keep the shape that suits every x86-64
+        return False
+
+
+# Which block shape conv_ndhwc asks for (the tests switch it to run both).
+SMALL_WIDE = _host_has_avx512()
+
+
+def _stack_buffer(size):
+    """An intrinsic: pointer to an uninitialised stack buffer of `size` elements of the
+    dtype of its argument."""
+    @intrinsic
+    def stack_buffer(typingctx, like):
+        def codegen(context, builder, signature, args):
+            return cgutils.alloca_once(builder, context.get_data_type(like.dtype), size=size)
+        return types.CPointer(like.dtype)(like), codegen
+    return stack_buffer
+
+
+_stack_accumulators = _stack_buffer(_SMALL_ACC)
+_stack_inputs = _stack_buffer(_MAX_PIXELS)
 
 
 @njit_serial(inline="always")
-def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, chunk):
-    """out[4 pixels from out_pix, oc .. oc+chunk] = bias + sum_k x[pixel + koff[k]] * w[k]."""
+def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
+                 channel_stride, out_c, oc, pixels, chunk):
+    """out[pixels pixels from out_pix, oc .. oc+chunk] = bias + sum_k x[pixel + koff[k]] * w[k]
+    (output element (p, o) at out_pix + p * pixel_stride + o * channel_stride)."""
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
+    inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
+    # Loops over pixels innermost: LLVM unrolls them fully and vectorises the loop over
+    # channels (with the channel loop innermost it unrolled that one instead, and the
+    # straight-line code it left stayed scalar: 13x slower, measured).
     for o in range(chunk):
         v = bias[oc + o]
-        acc[o] = v
-        acc[chunk + o] = v
-        acc[2 * chunk + o] = v
-        acc[3 * chunk + o] = v
+        for p in range(pixels):
+            acc[p * chunk + o] = v
     for k in range(koff.shape[0]):
         w_row = k * out_c + oc
         xk = x_pix + koff[k]
+        for p in range(pixels):
+            inputs[p] = x[_u(xk + p * pixel_step)]
         # one input value per pixel, broadcast against the weight row
-        a0 = x[_u(xk)]
-        a1 = x[_u(xk + pixel_step)]
-        a2 = x[_u(xk + 2 * pixel_step)]
-        a3 = x[_u(xk + 3 * pixel_step)]
         for o in range(chunk):
             wv = w[_u(w_row + o)]
-            acc[o] += a0 * wv
-            acc[chunk + o] += a1 * wv
-            acc[2 * chunk + o] += a2 * wv
-            acc[3 * chunk + o] += a3 * wv
-    for p in range(_SMALL_PIXELS):
+            for p in range(pixels):
+                acc[p * chunk + o] += inputs[p] * wv
+    if channel_stride == 1:  # channels-last: one run of chunk values per pixel
+        for p in range(pixels):
+            for o in range(chunk):
+                out[_u(out_pix + p * pixel_stride + oc + o)] = acc[p * chunk + o]
+    else:  # channels-first: one run of `pixels` values per channel
         for o in range(chunk):
-            out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
+            for p in range(pixels):
+                out[_u(out_pix + p + (oc + o) * channel_stride)] = acc[p * chunk + o]
 
 
 @njit_serial(inline="always")
-def _small_chunks(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, chunk):
-    """Blocks of chunk, then chunk // 2, output channels; returns where they stop."""
-    oc = 0
-    while oc + chunk <= out_c:
-        _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, chunk)
-        oc += chunk
-    if oc + chunk // 2 <= out_c:
-        _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
-                     chunk // 2)
-        oc += chunk // 2
-    return oc
+def _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
+               channel_stride, out_w, out_c, pixels, chunk):
+    """One output row: blocks of `pixels` pixels x (chunk, then chunk // 2) channels, then
+    what the blocks leave over."""
+    blocked_w = out_w - out_w % pixels
+    oc_rest = 0
+    for ow in range(0, blocked_w, pixels):
+        x_pix = x_row + ow * pixel_step
+        out_pix = out_row + ow * pixel_stride
+        oc = 0
+        while oc + chunk <= out_c:
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
+                         channel_stride, out_c, oc, pixels, chunk)
+            oc += chunk
+        if oc + chunk // 2 <= out_c:
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
+                         channel_stride, out_c, oc, pixels, chunk // 2)
+            oc += chunk // 2
+        oc_rest = oc
+    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
+                channel_stride, out_c, 0, blocked_w, oc_rest)
+    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
+                channel_stride, out_c, blocked_w, out_w, 0)
 
 
 @njit_serial
-def _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, ow_begin, ow_end,
-                oc_begin):
+def _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
+                channel_stride, out_c, ow_begin, ow_end, oc_begin):
     """The pixels and channels the blocks leave over, accumulated in out itself."""
     for ow in range(ow_begin, ow_end):
-        dst = out_row + ow * out_c
+        dst = out_row + ow * pixel_stride
         for o in range(oc_begin, out_c):
-            out[_u(dst + o)] = bias[o]
+            out[_u(dst + o * channel_stride)] = bias[o]
         for k in range(koff.shape[0]):
             a = x[_u(x_row + ow * pixel_step + koff[k])]
             w_row = k * out_c
             for o in range(oc_begin, out_c):
-                out[_u(dst + o)] += a * w[_u(w_row + o)]
+                out[_u(dst + o * channel_stride)] += a * w[_u(w_row + o)]
 
 
 @njit_parallel
-def _conv_small(x, w, bias, out, koff, dims, threads):
+def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     pixel_step = sw * in_c
-    blocked_w = out_w - out_w % _SMALL_PIXELS
+    plane = out_d * out_h * out_w
     rows = n_batch * out_d * out_h
-    # One task per output row (n, od, oh), as on the DIRECT path.
+    # One task per output row (n, od, oh), as on the DIRECT path. Each branch inlines
+    # its own copy of the row with its block shape and unit stride as constants.
     for row in prange(rows):
         n = row // (out_d * out_h)
         od = (row // out_h) % out_d
         oh = row % out_h
         x_row = ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
-        out_row = row * out_w * out_c
-        oc_rest = 0
-        for ow in range(0, blocked_w, _SMALL_PIXELS):
-            x_pix = x_row + ow * pixel_step
-            out_pix = out_row + ow * out_c
-            oc_rest = _small_chunks(x, w, bias, out, koff, x_pix, pixel_step, out_pix,
-                                    out_c, _SMALL_CHUNK)
-        _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 0, blocked_w,
-                    oc_rest)
-        _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, blocked_w,
-                    out_w, 0)
+        if channels_first:  # out is (N, C_out, D, H, W): pixel stride 1, channel stride plane
+            out_row = n * out_c * plane + (row - n * out_d * out_h) * out_w
+            if wide:
+                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, 1, plane,
+                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
+            else:
+                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, 1, plane,
+                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
+        else:
+            out_row = row * out_w * out_c
+            if wide:
+                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 1,
+                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
+            else:
+                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 1,
+                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
 
 
 @njit_serial
@@ -352,22 +397,22 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
     channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
-    if channels_first_out:  # TEMPORARY: through a channels-last intermediate
-        n, c = out.shape[:2]
-        tmp = np.empty((n,) + out.shape[2:] + (c,), out.dtype)
-        conv_ndhwc(xp, w, bias, tmp, stride, dilation, groups, num_threads)
-        to_channels_first(tmp.reshape(n, -1, c), out.reshape(n, c, -1), num_threads)
-        return
-    path, threads, tile_rows, limit_blas = _conv_plan.choose(out.shape, w.shape, stride, groups,
-                                                 num_threads, out.itemsize)
-    dims = xp.shape + out.shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
+    # the kernels take the channels-last shape (N, D, H, W, C) either way
+    shape = (out.shape[:1] + out.shape[2:] + out.shape[1:2]) if channels_first_out else out.shape
+    spatial_out = shape[1:]
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w.shape, stride, groups,
+                                                             num_threads, out.itemsize)
+    if channels_first_out and path != _conv_plan.SMALL:
+        raise ValueError("channels_first_out: only the SMALL path writes channels-first output")
+    dims = xp.shape + spatial_out + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
         run_parallel(_conv_direct, threads, *flat, threads)
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
-        run_parallel(_conv_small, threads, *flat[:4], koff, dims, threads)
+        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out,
+                     SMALL_WIDE, threads)
         return
     _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
