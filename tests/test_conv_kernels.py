@@ -127,6 +127,61 @@ def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rn
         assert seen == [_conv_plan.SMALL]
 
 
+# Wide enough for several 8-pixel blocks plus a remainder, several 16-pixel transpose
+# tiles plus a remainder, and full + half + leftover channel chunks.
+WIDE_ROW_CASES = [
+    (2, 2, 3, 40, (9, 37), (3, 3), 1, 1, 1, 1),
+    (1, 2, 5, 24, (45,), (3,), 1, 1, 1, 1),
+    (2, 1, 3, 16, (11, 40), (2, 2), 2, 0, 1, 1),
+    (3, 1, 2, 8, (3, 4, 19), (3, 3, 3), 1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("channels_first", [False, True], ids=["last", "first"])
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1] + WIDE_ROW_CASES,
+                         ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-w{c[4][-1]}-co{c[3]}")
+def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype, torch, rng,
+                                              monkeypatch):
+    """The numba SMALL kernel has two register-block shapes (the wide one is chosen on
+    AVX-512 hosts); run both, whichever this host picks, on both output layouts."""
+    numba_conv = pytest.importorskip("fastdl._numba.conv")
+    monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (c_in,))
+    w = rng.standard_normal(kernel + (c_in, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, 1)
+    layout = None
+    if channels_first:
+        x, expected = np.moveaxis(x, -1, 1), np.moveaxis(expected, -1, 1)
+        w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
+        layout = CHANNELS_FIRST[nd]
+    if batch is None:
+        x, expected = x[0], expected[0]
+    kwargs = {} if layout is None else {"layout": layout}
+    got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                        stride=stride, padding=padding, dilation=dilation,
+                                        backend="numba", **kwargs)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, expected, dtype)
+
+
+def test_numba_channels_first_out_only_on_small_path(monkeypatch):
+    numba_conv = pytest.importorskip("fastdl._numba.conv")
+    monkeypatch.setattr(_conv_plan, "SMALL_MAX_REDUCTION", 0)
+    xp = np.zeros((1, 1, 6, 6, 4), np.float32)
+    w = np.zeros((1, 3, 3, 4, 8), np.float32)
+    out = np.empty((1, 8, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="SMALL"):
+        numba_conv.conv_ndhwc(xp, w, np.zeros(8, np.float32), out, (1, 1, 1), (1, 1, 1), 1, 1,
+                              True)
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1][:6],
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
 def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monkeypatch):

@@ -12,6 +12,7 @@ access, which stops LLVM vectorising the loop (7x slower copies, measured).
 """
 
 import llvmlite.binding as llvm
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types, uint64 as _u
@@ -130,34 +131,43 @@ def _conv_direct(x, w, bias, out, dims, threads):
 
 # SMALL path: a block of `pixels` output pixels x `chunk` output channels is accumulated
 # in a stack buffer that LLVM promotes to vector registers (an alloca cannot alias the
-# input or weights, and every index is constant once the block loops are fully unrolled:
-# pixels, chunk and one of the two output strides are literals at each call site, so each
-# inlined copy is specialised). Block shapes:
-# - NARROW, 4 pixels x 16 channels: two AVX2 vectors per pixel in float32, 8 accumulators
-#   (6 pixels measured 1.8x slower on AVX2: LLVM unrolls the reduction and spills). In
+# input or weights, and every index is constant once the pixel loops are fully unrolled:
+# pixels and chunk are literals at each call site, so each inlined copy is specialised).
+# Block shapes (one thread, float32, against a per-core FMA peak of ~115 GFLOP/s):
+# - NARROW, 4 pixels x 16 channels: two AVX2 vectors per pixel, 8 accumulators (6
+#   pixels measured 1.8x slower on AVX2: LLVM unrolls the reduction and spills). In
 #   float64 it spills a little, but a 64-byte chunk of 8 doubles made LLVM vectorise the
 #   reduction loop instead (measured 3x slower).
-# - WIDE, for AVX-512 hosts (32 vector registers): see _WIDE_PIXELS below.
+# - WIDE, 8 pixels x 16 channels, for AVX-512 targets: one zmm per pixel, again 8
+#   accumulators, with the input value broadcast from memory inside the FMA. Measured
+#   on Zen 4 against NARROW: the same to 10% faster (2x2 stride-2 3->32: 98 vs 88
+#   GFLOP/s; 64->64 3x3 ~114 both). 12 x 16 spilled (2-3x slower); 8 x 32 (16
+#   accumulators) was 0-40% slower.
 _NARROW_PIXELS, _NARROW_CHUNK = 4, 16
-_WIDE_PIXELS, _WIDE_CHUNK = 4, 16
+_WIDE_PIXELS, _WIDE_CHUNK = 8, 16
 _SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK)
 _MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS)
 
 
-def _host_has_avx512():
+def _target_has_avx512():
+    """Whether numba compiles for a CPU with AVX-512 (its 32 vector registers)."""
+    name = numba.config.CPU_NAME
+    if name and name != "host":  # a fixed target (e.g. portable caches): trust its features
+        return "+avx512f" in (numba.config.CPU_FEATURES or "")
     try:
-        return llvm.get_host_cpu_features().get("avx512f", False)
+        return bool(llvm.get_host_cpu_features().get("avx512f", False))
     except Exception:  # feature query unavailable: keep the shape that suits every x86-64
         return False
 
 
-# Which block shape conv_ndhwc asks for (the tests switch it to run both).
-SMALL_WIDE = _host_has_avx512()
+# Block shape conv_ndhwc asks for; both shapes are compiled into _conv_small (the tests
+# switch this to run each).
+SMALL_WIDE = _target_has_avx512()
 
 
 def _stack_buffer(size):
-    """An intrinsic: pointer to an uninitialised stack buffer of `size` elements of the
-    dtype of its argument."""
+    """An intrinsic: pointer to an uninitialised stack buffer of `size` elements of its
+    argument's dtype."""
     @intrinsic
     def stack_buffer(typingctx, like):
         def codegen(context, builder, signature, args):
@@ -171,15 +181,13 @@ _stack_inputs = _stack_buffer(_MAX_PIXELS)
 
 
 @njit_serial(inline="always")
-def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
-                 channel_stride, out_c, oc, pixels, chunk):
-    """out[pixels pixels from out_pix, oc .. oc+chunk] = bias + sum_k x[pixel + koff[k]] * w[k]
-    (output element (p, o) at out_pix + p * pixel_stride + o * channel_stride)."""
+def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels, chunk):
+    """out[`pixels` pixels from out_pix, oc .. oc+chunk] = bias + sum_k x[pixel + koff[k]] * w[k]."""
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
     inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
-    # Loops over pixels innermost: LLVM unrolls them fully and vectorises the loop over
-    # channels (with the channel loop innermost it unrolled that one instead, and the
-    # straight-line code it left stayed scalar: 13x slower, measured).
+    # Pixel loops innermost: LLVM unrolls them fully and vectorises the channel loop
+    # (with the channel loop innermost it unrolled that one instead and left the code
+    # scalar: 13x slower, measured).
     for o in range(chunk):
         v = bias[oc + o]
         for p in range(pixels):
@@ -194,55 +202,70 @@ def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride
             wv = w[_u(w_row + o)]
             for p in range(pixels):
                 acc[p * chunk + o] += inputs[p] * wv
-    if channel_stride == 1:  # channels-last: one run of chunk values per pixel
-        for p in range(pixels):
-            for o in range(chunk):
-                out[_u(out_pix + p * pixel_stride + oc + o)] = acc[p * chunk + o]
-    else:  # channels-first: one run of `pixels` values per channel
+    for p in range(pixels):
         for o in range(chunk):
-            for p in range(pixels):
-                out[_u(out_pix + p + (oc + o) * channel_stride)] = acc[p * chunk + o]
+            out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
 
 
 @njit_serial(inline="always")
-def _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
-               channel_stride, out_w, out_c, pixels, chunk):
-    """One output row: blocks of `pixels` pixels x (chunk, then chunk // 2) channels, then
-    what the blocks leave over."""
+def _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, pixels,
+               chunk):
+    """One channels-last output row: blocks of `pixels` pixels x (chunk, then chunk // 2)
+    channels, then what the blocks leave over."""
     blocked_w = out_w - out_w % pixels
     oc_rest = 0
     for ow in range(0, blocked_w, pixels):
         x_pix = x_row + ow * pixel_step
-        out_pix = out_row + ow * pixel_stride
+        out_pix = out_row + ow * out_c
         oc = 0
         while oc + chunk <= out_c:
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
-                         channel_stride, out_c, oc, pixels, chunk)
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
+                         pixels, chunk)
             oc += chunk
         if oc + chunk // 2 <= out_c:
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, pixel_stride,
-                         channel_stride, out_c, oc, pixels, chunk // 2)
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
+                         pixels, chunk // 2)
             oc += chunk // 2
         oc_rest = oc
-    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
-                channel_stride, out_c, 0, blocked_w, oc_rest)
-    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
-                channel_stride, out_c, blocked_w, out_w, 0)
+    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 0, blocked_w,
+                oc_rest)
+    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, blocked_w, out_w, 0)
 
 
 @njit_serial
-def _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, pixel_stride,
-                channel_stride, out_c, ow_begin, ow_end, oc_begin):
+def _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, ow_begin, ow_end,
+                oc_begin):
     """The pixels and channels the blocks leave over, accumulated in out itself."""
     for ow in range(ow_begin, ow_end):
-        dst = out_row + ow * pixel_stride
+        dst = out_row + ow * out_c
         for o in range(oc_begin, out_c):
-            out[_u(dst + o * channel_stride)] = bias[o]
+            out[_u(dst + o)] = bias[o]
         for k in range(koff.shape[0]):
             a = x[_u(x_row + ow * pixel_step + koff[k])]
             w_row = k * out_c
             for o in range(oc_begin, out_c):
-                out[_u(dst + o * channel_stride)] += a * w[_u(w_row + o)]
+                out[_u(dst + o)] += a * w[_u(w_row + o)]
+
+
+_TRANSPOSE_TILE = 16  # pixels: 64 bytes of each channel's run in float32, one cache line
+
+
+@njit_serial
+def _row_to_channels_first(buf, out, out_row, plane, out_w, out_c):
+    """out[out_row + o * plane + ow] = buf[ow * out_c + o]: one channels-last output row
+    (in L1) out to channels-first, in tiles of _TRANSPOSE_TILE pixels so that each
+    channel's run is written a whole cache line at a time."""
+    tiled_w = out_w - out_w % _TRANSPOSE_TILE
+    for ow0 in range(0, tiled_w, _TRANSPOSE_TILE):
+        for o in range(out_c):
+            dst = out_row + o * plane + ow0
+            src = ow0 * out_c + o
+            for p in range(_TRANSPOSE_TILE):
+                out[_u(dst + p)] = buf[_u(src + p * out_c)]
+    for o in range(out_c):
+        dst = out_row + o * plane
+        for ow in range(tiled_w, out_w):
+            out[_u(dst + ow)] = buf[_u(ow * out_c + o)]
 
 
 @njit_parallel
@@ -252,29 +275,31 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
     pixel_step = sw * in_c
     plane = out_d * out_h * out_w
     rows = n_batch * out_d * out_h
-    # One task per output row (n, od, oh), as on the DIRECT path. Each branch inlines
-    # its own copy of the row with its block shape and unit stride as constants.
-    for row in prange(rows):
-        n = row // (out_d * out_h)
-        od = (row // out_h) % out_d
-        oh = row % out_h
-        x_row = ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
-        if channels_first:  # out is (N, C_out, D, H, W): pixel stride 1, channel stride plane
-            out_row = n * out_c * plane + (row - n * out_d * out_h) * out_w
+    # Output rows (n, od, oh), one run of consecutive rows per thread.
+    for chunk in prange(threads):
+        # Channels-first output: each row is computed channels-last into this L1-sized
+        # buffer and transposed out (storing blocks straight into the channels-first
+        # output, 16 runs of 4-8 values each in 16 planes a power of two apart, measured
+        # 1.2-2x slower: scalar lane extracts, and the planes evict each other in L1).
+        buf = np.empty(out_w * out_c if channels_first else 0, out.dtype)
+        dst = buf if channels_first else out
+        for row in range(chunk * rows // threads, (chunk + 1) * rows // threads):
+            n = row // (out_d * out_h)
+            od = (row // out_h) % out_d
+            oh = row % out_h
+            x_row = ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
+            dst_row = 0 if channels_first else row * out_w * out_c
+            # each branch inlines its own copy of the row, its block shape as constants
             if wide:
-                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, 1, plane,
-                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
+                _small_row(x, w, bias, dst, koff, x_row, pixel_step, dst_row, out_w, out_c,
+                           _WIDE_PIXELS, _WIDE_CHUNK)
             else:
-                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, 1, plane,
-                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
-        else:
-            out_row = row * out_w * out_c
-            if wide:
-                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 1,
-                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
-            else:
-                _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 1,
-                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
+                _small_row(x, w, bias, dst, koff, x_row, pixel_step, dst_row, out_w, out_c,
+                           _NARROW_PIXELS, _NARROW_CHUNK)
+            if channels_first:
+                _row_to_channels_first(buf, out, n * out_c * plane
+                                       + (row - n * out_d * out_h) * out_w, plane, out_w,
+                                       out_c)
 
 
 @njit_serial
@@ -397,14 +422,13 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
     channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
-    # the kernels take the channels-last shape (N, D, H, W, C) either way
+    # the plan and the kernels' dims take the channels-last shape (N, D, H, W, C)
     shape = (out.shape[:1] + out.shape[2:] + out.shape[1:2]) if channels_first_out else out.shape
-    spatial_out = shape[1:]
     path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w.shape, stride, groups,
                                                              num_threads, out.itemsize)
     if channels_first_out and path != _conv_plan.SMALL:
         raise ValueError("channels_first_out: only the SMALL path writes channels-first output")
-    dims = xp.shape + spatial_out + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
+    dims = xp.shape + shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
         run_parallel(_conv_direct, threads, *flat, threads)
