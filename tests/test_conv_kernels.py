@@ -127,13 +127,14 @@ def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rn
         assert seen == [_conv_plan.SMALL]
 
 
-# Wide enough for several 8-pixel blocks plus a remainder, several 16-pixel transpose
-# tiles plus a remainder, and full + half + leftover channel chunks.
+# Rows wide enough for several 8-pixel blocks and 8 x 8 transposes (channels-first) plus
+# remainders, and full + half + leftover channel chunks.
 WIDE_ROW_CASES = [
     (2, 2, 3, 40, (9, 37), (3, 3), 1, 1, 1, 1),
     (1, 2, 5, 24, (45,), (3,), 1, 1, 1, 1),
     (2, 1, 3, 16, (11, 40), (2, 2), 2, 0, 1, 1),
     (3, 1, 2, 8, (3, 4, 19), (3, 3, 3), 1, 1, 1, 1),
+    (2, 1, 3, 12, (6, 20), (3, 3), 1, 1, 1, 1),          # channels not a multiple of 8
 ]
 
 
