@@ -144,8 +144,9 @@ WIDE_ROW_CASES = [
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-w{c[4][-1]}-co{c[3]}")
 def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype, torch, rng,
                                               monkeypatch):
-    """The numba SMALL kernel has two register-block shapes (the wide one is chosen on
-    AVX-512 hosts); run both, whichever this host picks, on both output layouts."""
+    """The numba SMALL kernel has two register-block shapes (the wide one is chosen for
+    float32 on AVX-512 hosts); run both, whichever this host picks, on both output
+    layouts."""
     numba_conv = pytest.importorskip("fastdl._numba.conv")
     monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
     for name, value in PATHS["small"].items():

@@ -1,4 +1,9 @@
-"""Numba conv kernels: channels-last, the same three algorithms as kernels/conv.pyx.
+"""Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx.
+
+The SMALL path can also write channels-first output (``channels_first_out``): each
+output row is computed channels-last into a per-thread L1-sized buffer and transposed
+out 8 x 8 at a time. Its register block is 8 pixels x 16 channels for float32 on
+AVX-512 targets, 4 x 16 otherwise (see _NARROW_PIXELS).
 
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
 compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
@@ -138,11 +143,13 @@ def _conv_direct(x, w, bias, out, dims, threads):
 #   pixels measured 1.8x slower on AVX2: LLVM unrolls the reduction and spills). In
 #   float64 it spills a little, but a 64-byte chunk of 8 doubles made LLVM vectorise the
 #   reduction loop instead (measured 3x slower).
-# - WIDE, 8 pixels x 16 channels, for AVX-512 targets: one zmm per pixel, again 8
-#   accumulators, with the input value broadcast from memory inside the FMA. Measured
-#   on Zen 4 against NARROW: the same to 10% faster (2x2 stride-2 3->32: 98 vs 88
-#   GFLOP/s; 64->64 3x3 ~114 both). 12 x 16 spilled (2-3x slower); 8 x 32 (16
-#   accumulators) was 0-40% slower.
+# - WIDE, 8 pixels x 16 channels, float32 on AVX-512 targets: one zmm per pixel, again
+#   8 accumulators, the input value broadcast from memory inside the FMA. Measured on
+#   Zen 4, one thread, against NARROW: 64->64 3x3 108-111 vs 98-100 GFLOP/s, conv3d
+#   32->32 3^3 113 vs 97, conv1d 64->64 105-113 vs 94-98, 3->16 5x5 112 vs 104-106,
+#   3->64 3x3 (27-long reduction) 80-100 vs 104-106. 12 x 16 spilled (2-3x slower);
+#   8 x 32 (16 accumulators) was 0-40% slower; in float64 (16 accumulators) WIDE was
+#   10-45% slower, so float64 stays NARROW.
 _NARROW_PIXELS, _NARROW_CHUNK = 4, 16
 _WIDE_PIXELS, _WIDE_CHUNK = 8, 16
 _SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK)
@@ -160,8 +167,8 @@ def _target_has_avx512():
         return False
 
 
-# Block shape conv_ndhwc asks for; both shapes are compiled into _conv_small (the tests
-# switch this to run each).
+# Whether conv_ndhwc asks for the WIDE block in float32; both shapes are compiled into
+# _conv_small (the tests switch this to run each).
 SMALL_WIDE = _target_has_avx512()
 
 
@@ -182,7 +189,8 @@ _stack_inputs = _stack_buffer(_MAX_PIXELS)
 
 @njit_serial(inline="always")
 def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels, chunk):
-    """out[`pixels` pixels from out_pix, oc .. oc+chunk] = bias + sum_k x[pixel + koff[k]] * w[k]."""
+    """out[`pixels` pixels from out_pix, oc .. oc+chunk]
+    = bias + sum_k x[pixel + koff[k]] * w[k]."""
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
     inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
     # Pixel loops innermost: LLVM unrolls them fully and vectorises the channel loop
@@ -262,17 +270,17 @@ def _transpose8(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
     sig = types.void(src, src_off, src_stride, dst, dst_off, dst_stride)
 
     def codegen(context, builder, signature, args):
-        src_, src_off_, src_stride_, dst_, dst_off_, dst_stride_ = args
         ts = signature.args
         element = context.get_data_type(ts[0].dtype)
         vector = ir.VectorType(element, 8)
         index = ir.IntType(64)
 
-        def address(array, array_type, offset, offset_type, stride, stride_type, i):
-            base = context.make_array(array_type)(context, builder, array).data
-            start = builder.add(context.cast(builder, offset, offset_type, types.int64),
-                                builder.mul(context.cast(builder, stride, stride_type, types.int64),
-                                            ir.Constant(index, i)))
+        def address(arg, i):
+            """Vector pointer to row i of argument group arg (0: src, 3: dst)."""
+            base = context.make_array(ts[arg])(context, builder, args[arg]).data
+            offset = context.cast(builder, args[arg + 1], ts[arg + 1], types.int64)
+            stride = context.cast(builder, args[arg + 2], ts[arg + 2], types.int64)
+            start = builder.add(offset, builder.mul(stride, ir.Constant(index, i)))
             return builder.bitcast(builder.gep(base, [start]), vector.as_pointer())
 
         def shuffle(a, b, mask):
@@ -281,12 +289,12 @@ def _transpose8(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
 
         rows = []
         for i in range(8):
-            load = builder.load(address(src_, ts[0], src_off_, ts[1], src_stride_, ts[2], i))
+            load = builder.load(address(0, i))
             load.align = 1  # unaligned: rows start at any element
             rows.append(load)
         pairs = []
         for i in range(0, 8, 2):
-            pairs += [shuffle(rows[i], rows[i + 1], _PAIR_LO), shuffle(rows[i], rows[i + 1], _PAIR_HI)]
+            pairs += [shuffle(rows[i], rows[i + 1], mask) for mask in (_PAIR_LO, _PAIR_HI)]
         quads = [None] * 8
         for i in (0, 4):
             quads[i] = shuffle(pairs[i], pairs[i + 2], _QUAD_LO)
@@ -295,8 +303,7 @@ def _transpose8(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
             quads[i + 3] = shuffle(pairs[i + 1], pairs[i + 3], _QUAD_HI)
         for j in range(4):
             for col, mask in ((j, _HALF_LO), (j + 4, _HALF_HI)):
-                store = builder.store(shuffle(quads[j], quads[j + 4], mask),
-                                      address(dst_, ts[3], dst_off_, ts[4], dst_stride_, ts[5], col))
+                store = builder.store(shuffle(quads[j], quads[j + 4], mask), address(3, col))
                 store.align = 1
         return context.get_dummy_value()
 
@@ -482,7 +489,8 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w.shape, stride, groups,
                                                              num_threads, out.itemsize)
     if channels_first_out and path != _conv_plan.SMALL:
-        raise ValueError("channels_first_out: only the SMALL path writes channels-first output")
+        raise ValueError("channels_first_out: only the SMALL path writes channels-first "
+                         "output")
     dims = xp.shape + shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
@@ -490,8 +498,9 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
-        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out,
-                     SMALL_WIDE, threads)
+        wide = SMALL_WIDE and out.dtype == np.float32
+        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out, wide,
+                     threads)
         return
     _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
