@@ -187,6 +187,26 @@ _stack_accumulators = _stack_buffer(_SMALL_ACC)
 _stack_inputs = _stack_buffer(_MAX_PIXELS)
 
 
+@intrinsic
+def _prefetch_for_write(typingctx, array, index):
+    """Hint that the cache line of array[index] is about to be written (prefetchw; never
+    faults, so index may lie past the end)."""
+    def codegen(context, builder, signature, args):
+        array_type, index_type = signature.args
+        base = context.make_array(array_type)(context, builder, args[0]).data
+        offset = context.cast(builder, args[1], index_type, types.int64)
+        ptr = builder.bitcast(builder.gep(base, [offset]), ir.IntType(8).as_pointer())
+        int32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, int32, int32, int32]),
+            "llvm.prefetch.p0i8")
+        # write, keep in all cache levels, data cache
+        builder.call(fn, [ptr, ir.Constant(int32, 1), ir.Constant(int32, 3),
+                          ir.Constant(int32, 1)])
+        return context.get_dummy_value()
+    return types.void(array, index), codegen
+
+
 @njit_serial(inline="always")
 def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels, chunk):
     """out[`pixels` pixels from out_pix, oc .. oc+chunk]
@@ -200,6 +220,11 @@ def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, p
         v = bias[oc + o]
         for p in range(pixels):
             acc[p * chunk + o] = v
+    # The next block along the row writes these lines: fetch them while this one
+    # computes (3->64 3x3 N4 128^2, one thread: 8x16 blocks 2.1-2.2 vs
+    # 2.6-3.1 ms without; the 8 stores of a block otherwise wait on 8 line fills at once).
+    for p in range(pixels):
+        _prefetch_for_write(out, out_pix + (pixels + p) * out_c + oc)
     for k in range(koff.shape[0]):
         w_row = k * out_c + oc
         xk = x_pix + koff[k]
