@@ -40,8 +40,8 @@ def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
             for running, batch in ((spec.running_mean, mean), (spec.running_var, var)):
                 running[...] = spec.decay * running.astype(np.float64) + (1 - spec.decay) * batch
     else:
-        mean = spec.running_mean.astype(np.float64)
-        var = spec.running_var.astype(np.float64)
+        mean = spec.running_mean.astype(np.float64, copy=False)  # only read
+        var = spec.running_var.astype(np.float64, copy=False)
     out = _normalize(module, x3, mean, var, spec.gamma, spec.beta, spec.eps)
     return out.reshape(spec.x.shape)
 
@@ -93,11 +93,13 @@ def _normalize(module, x3, mean, var, gamma, beta, eps):
     and the rounding of the mean is folded into shift, which is computed in float64.
     """
     dtype = x3.dtype
+    # mean and var are float64, so each expression is float64 (gamma and beta converted
+    # exactly); no astype copies: on small inputs each NumPy call costs about a microsecond.
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN/negative var: NaN, as NumPy
-        scale = gamma.astype(np.float64) / np.sqrt(var + eps)
-        center = mean.astype(dtype)
-        shift = beta.astype(np.float64) - (mean - center) * scale
+        scale = gamma / np.sqrt(var + eps)
+        center = mean.astype(dtype, copy=False)
+        shift = beta - (mean - center) * scale
     out = np.empty(x3.shape, dtype)
-    module.scale_shift(x3, center, scale.astype(dtype), shift.astype(dtype), out,
-                       threads_for(x3.size))
+    module.scale_shift(x3, center, scale.astype(dtype, copy=False),
+                       shift.astype(dtype, copy=False), out, threads_for(x3.size))
     return out

@@ -227,6 +227,14 @@ def channel_stats(const real[:, :, ::1] x3 not None, double[::1] mean not None,
                            &var[0], tasks, num_threads, &parts[0])
 
 
+cdef const real[::1] _per_column(const real[::1] per_channel, Py_ssize_t length):
+    """Each channel's value repeated for its ``length`` columns (channels-last data,
+    length 1, needs no copy)."""
+    if length == 1:
+        return per_channel
+    return np.repeat(np.asarray(per_channel), length)
+
+
 def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not None,
                 const real[::1] scale not None, const real[::1] shift not None,
                 real[:, :, ::1] out not None, int num_threads):
@@ -238,12 +246,10 @@ def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not No
     cdef Py_ssize_t task, tasks, r0, r1
     cdef const real* x_ptr = &x3[0, 0, 0]
     cdef real* out_ptr = &out[0, 0, 0]
-    cdef real[::1] center_w, scale_w, shift_w
+    cdef const real[::1] center_w, scale_w, shift_w
     if length < SEGMENT_MIN:  # per-column parameters: the inner loop runs over C*B values
-        dtype = np.float32 if real is float else np.float64
-        center_w = np.repeat(np.asarray(center), length).astype(dtype, copy=False)
-        scale_w = np.repeat(np.asarray(scale), length).astype(dtype, copy=False)
-        shift_w = np.repeat(np.asarray(shift), length).astype(dtype, copy=False)
+        center_w, scale_w, shift_w = _per_column(center, length), _per_column(scale, length), \
+            _per_column(shift, length)
         tasks = max(1, min(num_threads, n_rows))
         for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
             r0 = task * n_rows // tasks

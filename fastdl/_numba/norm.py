@@ -240,13 +240,19 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
     if length < SEGMENT_MIN:  # per-column parameters: the inner loop runs over C*B values
         width = channels * length
         run_parallel(_affine_columns, num_threads, x3.reshape(n_rows, width),
-                     np.repeat(center, length), np.repeat(scale, length),
-                     np.repeat(shift, length), out.reshape(n_rows, width),
+                     _per_column(center, length), _per_column(scale, length),
+                     _per_column(shift, length), out.reshape(n_rows, width),
                      max(1, min(num_threads, n_rows)))
     else:
         rows = x3.reshape(n_rows * channels, length)
         run_parallel(_affine_segments, num_threads, rows, channels, center, scale, shift,
                      out.reshape(rows.shape), _segment_tasks(rows, num_threads))
+
+
+def _per_column(per_channel, length):
+    """Each channel's value repeated for its ``length`` columns (channels-last data,
+    length 1, needs no copy)."""
+    return per_channel if length == 1 else np.repeat(per_channel, length)
 
 
 def _segment_tasks(rows, num_threads):
