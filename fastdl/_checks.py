@@ -167,11 +167,18 @@ def check_layout(layout, allowed):
     return layout
 
 
-def check_positive_finite(name, value):
-    """A float > 0 and finite (eps and friends)."""
+def as_real(name, value):
+    """A Python float from a real number (not a bool)."""
+    if type(value) is float:  # the common case, without the slower ABC checks
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    return float(value)
+
+
+def check_positive_finite(name, value):
+    """A float > 0 and finite (eps and friends)."""
+    value = as_real(name, value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
     return value
@@ -179,9 +186,7 @@ def check_positive_finite(name, value):
 
 def check_fraction(name, value, low_open=False, high_open=False):
     """A real number in [0, 1] (endpoints excluded where asked)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = as_real(name, value)
     low_ok = value > 0 if low_open else value >= 0
     high_ok = value < 1 if high_open else value <= 1
     if not (math.isfinite(value) and low_ok and high_ok):
@@ -625,9 +630,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def check_nonnegative(name, value):
     """A finite real number >= 0 (learning rates, eps of FGSM, penalty strengths)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = as_real(name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
     return value
