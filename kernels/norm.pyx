@@ -4,7 +4,9 @@
 # here. The hot loops are C (kernels/norm_simd.h), built generic and for AVX2+FMA.
 import numpy as np
 
+cimport cython
 from cython.parallel cimport prange
+from libc.math cimport sqrt
 
 cdef extern from "simd.h" nogil:
     int fastdl_cpu_has_avx2_fma()
@@ -267,3 +269,24 @@ def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not No
         for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
             _affine_segment_run(x_ptr, out_ptr, channels, length, task * items // tasks,
                                 (task + 1) * items // tasks, &center[0], &scale[0], &shift[0])
+
+
+@cython.cdivision(True)  # IEEE division (inf / NaN), as NumPy; no ZeroDivisionError check
+def normalize(const real[:, :, ::1] x3 not None, const double[::1] mean not None,
+              const double[::1] var not None, const real[:] gamma not None,
+              const real[:] beta not None, double eps, real[:, :, ::1] out not None,
+              int num_threads):
+    """out = gamma * (x3 - mean) / sqrt(var + eps) + beta per channel (see fastdl/norm.py):
+    the per-channel center, scale and shift in float64, then scale_shift."""
+    cdef Py_ssize_t channels = x3.shape[1], c
+    cdef real[:, ::1] parameters = np.empty((3, channels),
+                                            np.float32 if real is float else np.float64)
+    cdef double scale
+    cdef real center
+    for c in range(channels):
+        scale = gamma[c] / sqrt(var[c] + eps)
+        center = <real>mean[c]
+        parameters[0, c] = center
+        parameters[1, c] = <real>scale
+        parameters[2, c] = <real>(beta[c] - (mean[c] - center) * scale)
+    scale_shift(x3, parameters[0], parameters[1], parameters[2], out, num_threads)

@@ -177,3 +177,30 @@ def test_plain_arguments():
     assert plain((1, 2)) and plain(((1, 1), (0, 2))) and plain(np.dtype(np.float32))
     assert not plain(1.0) and not plain((1, True)) and not plain((1, 1.0))
     assert not plain([1, 1]) and not plain(np.int64(1)) and not plain(((1, 1), (0, 2.0)))
+
+
+@pytest.mark.parametrize("params_dtype", [np.float32, np.float64])
+def test_normalize_matches_numpy_per_channel_arithmetic(backend, dtype, params_dtype, rng):
+    """Each backend's ``normalize`` computes the per-channel center, scale and shift itself
+    (once NumPy calls in fastdl/norm.py): bitwise the NumPy float64 arithmetic followed by
+    the backend's scale_shift, also for a negative, zero-after-eps or NaN variance, an
+    infinite mean or gamma (NaN / inf, without warnings)."""
+    from fastdl._dispatch import kernels
+    module = kernels("norm", backend)
+    compute = np.result_type(dtype, params_dtype)
+    x3 = (rng.standard_normal((5, 7, 3)) * 3 + 1e3).astype(compute)
+    mean, var = rng.standard_normal(7) * 1e3, np.abs(rng.standard_normal(7))
+    var[0], var[1], var[2], mean[3] = -1.0, -1e-5, np.nan, np.inf
+    gamma = rng.standard_normal(7).astype(params_dtype).astype(compute)
+    beta = rng.standard_normal(7).astype(params_dtype).astype(compute)
+    gamma[4] = np.inf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = gamma.astype(np.float64) / np.sqrt(var + 1e-5)
+        center = mean.astype(compute)
+        shift = beta.astype(np.float64) - (mean - center) * scale
+    expected = np.empty_like(x3)
+    module.scale_shift(x3, center, scale.astype(compute), shift.astype(compute), expected, 1)
+    got = np.empty_like(x3)
+    with np.errstate(all="raise"):
+        module.normalize(x3, mean, var, gamma, beta, 1e-5, got, 1)
+    assert np.array_equal(got, expected, equal_nan=True)
