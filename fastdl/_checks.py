@@ -26,6 +26,9 @@ import numpy as np
 MAX_DIM = 2**31 - 1
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# float32/float64 in native byte order (a byte-swapped dtype compares unequal): arrays
+# of these are used as they are.
+_NATIVE_FLOAT_DTYPES = frozenset(FLOAT_DTYPES)
 
 
 def as_float_array(name, value):
@@ -33,6 +36,8 @@ def as_float_array(name, value):
 
     Does not copy unless a conversion is needed; the caller decides about contiguity.
     """
+    if type(value) is np.ndarray and value.dtype in _NATIVE_FLOAT_DTYPES:
+        return value  # the common case, before the general checks below
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (list, tuple, numbers.Number, np.generic)) or hasattr(
