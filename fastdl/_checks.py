@@ -3,12 +3,20 @@
 Everything here runs in Python before any compiled kernel: the numba and Cython kernels
 run without bounds checks, so a shape or index that gets past these functions could read
 or write outside an array. Messages name the argument and state expected vs actual.
+
+Each op's checks are split in two: the arrays (type, dtype, conversion; per call) and the
+geometry (shapes, dtypes and the scalar arguments only), which is memoised with
+``memoized_for_plain_arguments`` -- a training loop calls an op on the same shapes over
+and over, and re-deriving the geometry cost 5-10 us per call, more than a small input's
+kernel.
 """
 
+import functools
 import math
 import numbers
 import operator
 import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +26,9 @@ import numpy as np
 MAX_DIM = 2**31 - 1
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# float32/float64 in native byte order (a byte-swapped dtype compares unequal): arrays
+# of these are used as they are.
+_NATIVE_FLOAT_DTYPES = frozenset(FLOAT_DTYPES)
 
 
 def as_float_array(name, value):
@@ -25,6 +36,8 @@ def as_float_array(name, value):
 
     Does not copy unless a conversion is needed; the caller decides about contiguity.
     """
+    if type(value) is np.ndarray and value.dtype in _NATIVE_FLOAT_DTYPES:
+        return value  # the common case, before the general checks below
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (list, tuple, numbers.Number, np.generic)) or hasattr(
@@ -54,7 +67,13 @@ def as_float_array(name, value):
 
 def common_dtype(*arrays):
     """The float dtype a computation over these (already float) arrays returns."""
-    return np.result_type(*[a.dtype for a in arrays if a is not None])
+    return result_dtype(*[a.dtype for a in arrays if a is not None])
+
+
+@functools.lru_cache(maxsize=64)
+def result_dtype(*dtypes):
+    """np.result_type of float dtypes, memoised (np.result_type costs ~1 us a call)."""
+    return np.result_type(*dtypes)
 
 
 def kernel_array(array, dtype):
@@ -64,11 +83,56 @@ def kernel_array(array, dtype):
 
 def check_rank(name, array, ranks, what):
     """Raise unless ``array.ndim`` is one of ``ranks``; ``what`` describes the layout."""
-    if array.ndim not in ranks:
+    check_shape_rank(name, array.shape, ranks, what)
+
+
+def check_shape_rank(name, shape, ranks, what):
+    """check_rank on an array's shape."""
+    if len(shape) not in ranks:
         expected = " or ".join(str(r) for r in ranks)
         raise ValueError(
-            f"{name}: expected a {expected}-d array ({what}), got shape {array.shape}"
+            f"{name}: expected a {expected}-d array ({what}), got shape {shape}"
         )
+
+
+def _is_plain(value):
+    """Whether equal values of this argument validate alike: exact ints, strs, None, bools
+    and dtypes (lru_cache(typed=True) keeps True and 1 apart), and tuples, nested, of
+    exact ints only (inside a tuple the types are not part of the key, and (1, True) ==
+    (1, 1) == (1, 1.0)). Floats are not plain: -0.0 == 0.0, and NaN is itself."""
+    kind = type(value)
+    if kind is tuple:
+        kinds = set(map(type, value))
+        return kinds <= _INT or (kinds <= _INT_OR_TUPLE and all(map(_is_plain, value)))
+    return kind in _PLAIN_SCALARS or isinstance(value, np.dtype)
+
+
+_PLAIN_SCALARS = frozenset((int, str, bool, type(None)))
+_INT, _INT_OR_TUPLE = frozenset((int,)), frozenset((int, tuple))
+
+
+def memoized_for_plain_arguments(array_facts):
+    """Memoise a validator, a pure function of shapes, dtypes and scalar arguments.
+
+    Its first ``array_facts`` arguments are read off ndarrays (shapes: tuples of ints,
+    dtypes, None), plain by construction; the others are the caller's own values. Calls
+    whose own values are all plain (see _is_plain) are answered from the cache; any other
+    call (a list, a NumPy integer, a float inside a tuple) runs the validator itself, so
+    the cache never answers for a value that validation would treat differently.
+    Exceptions are not cached: bad input raises on every call."""
+    def decorate(validator):
+        cached = functools.lru_cache(maxsize=512, typed=True)(validator)
+
+        @functools.wraps(validator)
+        def validate(*args):
+            for arg in args[array_facts:]:
+                if not _is_plain(arg):
+                    return validator(*args)
+            return cached(*args)
+
+        validate.cache_clear = cached.cache_clear
+        return validate
+    return decorate
 
 
 def check_nonempty(name, array):
@@ -108,24 +172,29 @@ def check_layout(layout, allowed):
     return layout
 
 
-def check_positive_finite(name, value):
-    """A float > 0 and finite (eps and friends)."""
+def as_real(name, value):
+    """A Python float from a real number (not a bool)."""
+    if type(value) is float:  # the common case, without the slower ABC checks
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
+    return float(value)
+
+
+def check_positive_finite(name, value):
+    """A float > 0 and finite (eps and friends)."""
+    value = as_real(name, value)
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: must be finite and > 0, got {value!r}")
     return value
 
 
 def check_fraction(name, value, low_open=False, high_open=False):
     """A real number in [0, 1] (endpoints excluded where asked)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = as_real(name, value)
     low_ok = value > 0 if low_open else value >= 0
     high_ok = value < 1 if high_open else value <= 1
-    if not (np.isfinite(value) and low_ok and high_ok):
+    if not (math.isfinite(value) and low_ok and high_ok):
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
         raise ValueError(f"{name}: must be in {interval}, got {value!r}")
     return value
@@ -208,43 +277,74 @@ _SPATIAL_NAMES = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
 
 
 class ConvSpec:
-    """Validated convolution arguments, channels-last, batched, in the compute dtype."""
+    """Validated convolution arguments: x (channels-last, batched) and weight
+    ((K..., C_in/groups, C_out)) as views of the caller's arrays, bias, and the geometry."""
 
-    __slots__ = ("x", "weight", "bias", "stride", "pads", "dilation", "groups",
-                 "out_spatial", "dtype", "batched", "channels_first")
+    __slots__ = ("x", "weight", "bias", "geometry")
 
-    def __init__(self, **fields):
-        for key, value in fields.items():
-            setattr(self, key, value)
+    def __init__(self, x, weight, bias, geometry):
+        self.x, self.weight, self.bias, self.geometry = x, weight, bias, geometry
+
+
+class ConvGeometry(NamedTuple):
+    """The shape side of a validated conv call (memoised per shapes and arguments)."""
+
+    stride: tuple
+    pads: tuple
+    dilation: tuple
+    groups: int
+    out_spatial: tuple
+    dtype: np.dtype
+    batched: bool
+    channels_first: bool
+    out_channels: int
+    padded_shape: tuple  # of the channels-last kernel input (N, *padded spatial, C_in)
+    interior: tuple  # index of x's cells in it; None without padding
 
 
 def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layout):
     """Validate a conv{nd}d call; return a ConvSpec (arrays not yet copied)."""
     layout = check_layout(layout, CONV_LAYOUTS[nd])
-    channels_first = layout[1] == "C"
     x = as_float_array("x", x)
     weight = as_float_array("weight", weight)
     bias = None if bias is None else as_float_array("bias", bias)
+    geometry = conv_geometry(x.shape, x.dtype, weight.shape, weight.dtype,
+                             None if bias is None else bias.shape,
+                             None if bias is None else bias.dtype,
+                             nd, stride, padding, dilation, groups, layout)
+    if not geometry.batched:
+        x = x[np.newaxis]
+    if geometry.channels_first:  # views only: the one copy happens when the kernel input is made
+        x = np.moveaxis(x, 1, -1)
+        weight = np.moveaxis(np.moveaxis(weight, 0, -1), 0, -2)
+    return ConvSpec(x, weight, bias, geometry)
 
-    check_rank("x", x, (nd + 1, nd + 2), f"{layout} or unbatched {layout[1:]}")
+
+@memoized_for_plain_arguments(array_facts=6)
+def conv_geometry(x_shape, x_dtype, w_shape, w_dtype, bias_shape, bias_dtype, nd, stride,
+                  padding, dilation, groups, layout):
+    """The checks of conv_arguments that need only shapes, dtypes and the scalar
+    arguments (x float, layout valid); returns a ConvGeometry or raises."""
+    channels_first = layout[1] == "C"
+    check_shape_rank("x", x_shape, (nd + 1, nd + 2), f"{layout} or unbatched {layout[1:]}")
     wlayout = "O,C_in/groups," + ",".join("K" + s for s in _SPATIAL_NAMES[nd])
     if not channels_first:
         wlayout = ",".join("K" + s for s in _SPATIAL_NAMES[nd]) + ",C_in/groups,O"
-    check_rank("weight", weight, (nd + 2,), f"({wlayout})")
-    batched = x.ndim == nd + 2
+    check_shape_rank("weight", w_shape, (nd + 2,), f"({wlayout})")
+    batched = len(x_shape) == nd + 2
     if not batched:
-        x = x[np.newaxis]
-    if channels_first:  # views only: the one copy happens when the kernel input is made
-        x = np.moveaxis(x, 1, -1)
-        weight = np.moveaxis(np.moveaxis(weight, 0, -1), 0, -2)
-    kernel = weight.shape[:nd]
-    in_per_group, out_channels = weight.shape[nd], weight.shape[nd + 1]
-    in_channels = x.shape[-1]
+        x_shape = (1,) + x_shape
+    if channels_first:  # the shapes of the channels-last views conv_arguments makes
+        x_shape = x_shape[:1] + x_shape[2:] + x_shape[1:2]
+        w_shape = w_shape[2:] + (w_shape[1], w_shape[0])
+    kernel = w_shape[:nd]
+    in_per_group, out_channels = w_shape[nd], w_shape[nd + 1]
+    in_channels = x_shape[-1]
     if min(kernel) == 0 or in_per_group == 0 or out_channels == 0:
-        raise ValueError(f"weight: kernel and channel dims must be non-zero, got weight shape {weight.shape} "
+        raise ValueError(f"weight: kernel and channel dims must be non-zero, got weight shape {w_shape} "
                          f"(as {wlayout} after layout {layout!r})")
     if in_channels == 0:
-        raise ValueError(f"x: the channel dim must be non-zero, got x shape {x.shape}")
+        raise ValueError(f"x: the channel dim must be non-zero, got x shape {x_shape}")
 
     groups = as_int("groups", groups, minimum=1)
     if in_channels % groups or out_channels % groups:
@@ -252,32 +352,32 @@ def conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layou
                          f"and output channels ({out_channels})")
     if in_per_group * groups != in_channels:
         raise ValueError(
-            f"x: given groups={groups} and weight of shape {tuple(weight.shape)} "
+            f"x: given groups={groups} and weight of shape {tuple(w_shape)} "
             f"({wlayout}), expected input with {in_per_group * groups} channels, "
-            f"but got {in_channels} channels (x shape {x.shape} as {layout})"
+            f"but got {in_channels} channels (x shape {x_shape} as {layout})"
         )
-    if bias is not None and bias.shape != (out_channels,):
+    if bias_shape is not None and bias_shape != (out_channels,):
         raise ValueError(f"bias: expected shape ({out_channels},) (one per output channel), "
-                         f"got {bias.shape}")
+                         f"got {bias_shape}")
 
     stride = int_tuple("stride", stride, nd, minimum=1)
     dilation = int_tuple("dilation", dilation, nd, minimum=1)
     pads = padding_pairs(padding, nd, kernel, dilation, stride)
-    out_spatial = window_output_shape(x.shape[1:-1], kernel, stride, pads, dilation,
+    out_spatial = window_output_shape(x_shape[1:-1], kernel, stride, pads, dilation,
                                       _SPATIAL_NAMES[nd])
-    dtype = common_dtype(x, weight, bias)
+    dtype = result_dtype(*(d for d in (x_dtype, w_dtype, bias_dtype) if d is not None))
     # The call allocates the padded copy of x and the output (Python ints: no overflow).
-    n = x.shape[0]
-    padded_shape = (n,) + padded_spatial(x.shape[1:-1], pads) + (in_channels,)
+    n = x_shape[0]
+    padded_shape = (n,) + padded_spatial(x_shape[1:-1], pads) + (in_channels,)
     out_shape = (n,) + out_spatial + (out_channels,)
     check_fits_in_memory(
         "padding" if any(lo or hi for lo, hi in pads) else "x",
         (math.prod(padded_shape) + math.prod(out_shape)) * dtype.itemsize,
         lambda: f"the padded input {padded_shape} and the output {out_shape} ({dtype}, channels-last)",
     )
-    return ConvSpec(x=x, weight=weight, bias=bias, stride=stride, pads=pads,
-                    dilation=dilation, groups=groups, out_spatial=out_spatial,
-                    dtype=dtype, batched=batched, channels_first=channels_first)
+    return ConvGeometry(stride, pads, dilation, groups, out_spatial, dtype, batched,
+                        channels_first, out_channels, padded_shape,
+                        interior_index(x_shape[1:-1], pads))
 
 
 def padded_spatial(spatial, pads):
@@ -285,14 +385,20 @@ def padded_spatial(spatial, pads):
     return tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pads))
 
 
-def padded_channels_last(x, pads, dtype):
+def interior_index(spatial, pads):
+    """Index of the input's cells in its padded (N, *padded spatial, C) copy, None when
+    nothing is padded."""
+    if not any(lo or hi for lo, hi in pads):
+        return None
+    return (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(spatial, pads))
+
+
+def padded_channels_last(x, padded_shape, interior, dtype):
     """A new C-contiguous (N, *padded spatial, C) array: the one copy of the input,
     which also fixes dtype, byte order and memory layout."""
-    if not any(lo or hi for lo, hi in pads):
+    if interior is None:
         return np.ascontiguousarray(x, dtype=dtype)
-    shape = (x.shape[0],) + padded_spatial(x.shape[1:-1], pads) + (x.shape[-1],)
-    out = np.zeros(shape, dtype=dtype)
-    interior = (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[1:-1], pads))
+    out = np.zeros(padded_shape, dtype=dtype)
     out[interior] = x
     return out
 
@@ -307,9 +413,11 @@ class BatchNormSpec:
     __slots__ = ("x", "gamma", "beta", "eps", "training", "running_mean", "running_var",
                  "decay", "axis", "dtype", "view_shape")
 
-    def __init__(self, **fields):
-        for key, value in fields.items():
-            setattr(self, key, value)
+    def __init__(self, *, x, gamma, beta, eps, training, running_mean, running_var, decay,
+                 axis, dtype, view_shape):
+        self.x, self.gamma, self.beta, self.eps, self.training = x, gamma, beta, eps, training
+        self.running_mean, self.running_var, self.decay = running_mean, running_var, decay
+        self.axis, self.dtype, self.view_shape = axis, dtype, view_shape
 
 
 def check_bool(name, value):
@@ -347,16 +455,8 @@ def batch_norm_arguments(x, gamma, beta, eps, training, running_mean, running_va
                          axis):
     """Validate a batch_norm call; return a BatchNormSpec (arrays not yet copied)."""
     x = as_float_array("x", x)
-    if x.ndim < 2:
-        raise ValueError(f"x: expected at least 2 dims (a batch and a channel axis), "
-                         f"got shape {x.shape}")
-    check_nonempty("x", x)
-    axis = as_int("axis", axis)
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis: {axis} is out of range for x of shape {x.shape} "
-                         f"(expected -{x.ndim} <= axis < {x.ndim})")
-    axis %= x.ndim
-    channels = x.shape[axis]
+    axis, view_shape = batch_norm_geometry(x.shape, axis)
+    channels = view_shape[1]
     gamma = channel_vector("gamma", gamma, channels)
     beta = channel_vector("beta", beta, channels)
     eps = check_positive_finite("eps", eps)
@@ -373,12 +473,28 @@ def batch_norm_arguments(x, gamma, beta, eps, training, running_mean, running_va
     else:
         running_mean = running_statistic("running_mean", running_mean, channels, training)
         running_var = running_statistic("running_var", running_var, channels, training)
-    before = int(np.prod(x.shape[:axis], dtype=np.int64))
-    after = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
     return BatchNormSpec(x=x, gamma=gamma, beta=beta, eps=eps, training=training,
                          running_mean=running_mean, running_var=running_var, decay=decay,
-                         axis=axis, dtype=common_dtype(x, gamma, beta),
-                         view_shape=(before, channels, after))
+                         axis=axis, dtype=result_dtype(x.dtype, gamma.dtype, beta.dtype),
+                         view_shape=view_shape)
+
+
+@memoized_for_plain_arguments(array_facts=1)
+def batch_norm_geometry(x_shape, axis):
+    """The checks of batch_norm_arguments on x's shape and ``axis``; returns (axis in
+    range(ndim), (A, C, B)): the (rows before, channels, values after) view of x."""
+    ndim = len(x_shape)
+    if ndim < 2:
+        raise ValueError(f"x: expected at least 2 dims (a batch and a channel axis), "
+                         f"got shape {x_shape}")
+    if math.prod(x_shape) == 0:
+        raise ValueError(f"x: must not be empty, got shape {x_shape}")
+    axis = as_int("axis", axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis: {axis} is out of range for x of shape {x_shape} "
+                         f"(expected -{ndim} <= axis < {ndim})")
+    axis %= ndim
+    return axis, (math.prod(x_shape[:axis]), x_shape[axis], math.prod(x_shape[axis + 1:]))
 
 
 BATCHNORM_MODES = ("train", "test")
@@ -471,29 +587,44 @@ def pool_geometry(spatial, size, stride, padding, names=None):
 class PoolSpec:
     """Validated pooling arguments: x channels-last and batched (a view), geometry."""
 
-    __slots__ = ("x", "size", "stride", "pads", "out_spatial", "dtype", "batched",
-                 "channels_first")
+    __slots__ = ("x", "geometry")
 
-    def __init__(self, **fields):
-        for key, value in fields.items():
-            setattr(self, key, value)
+    def __init__(self, x, geometry):
+        self.x, self.geometry = x, geometry
+
+
+class PoolCallGeometry(NamedTuple):
+    """The shape side of a validated pooling call (memoised per shape and arguments)."""
+
+    size: tuple
+    stride: tuple
+    pads: tuple  # (before, after) per spatial dim
+    out_spatial: tuple
+    batched: bool
+    channels_first: bool
 
 
 def pool_arguments(x, size, stride, padding, layout):
     """Validate a max_pool2d / avg_pool2d call; return a PoolSpec (x not yet copied)."""
     layout = check_layout(layout, POOL_LAYOUTS)
-    channels_first = layout == "NCHW"
     x = as_float_array("x", x)
-    check_rank("x", x, (3, 4), f"{layout} or unbatched {layout[1:]}")
-    batched = x.ndim == 4
-    if not batched:
+    geometry = pool_call_geometry(x.shape, layout, size, stride, padding)
+    if not geometry.batched:
         x = x[np.newaxis]
-    if channels_first:  # a view: the one copy happens when the kernel input is made
+    if geometry.channels_first:  # a view: the one copy happens when the kernel input is made
         x = np.moveaxis(x, 1, -1)
-    size, stride, pads, out_spatial = pool_geometry(x.shape[1:3], size, stride, padding,
-                                                    ("H", "W"))
-    return PoolSpec(x=x, size=size, stride=stride, pads=pads, out_spatial=out_spatial,
-                    dtype=x.dtype, batched=batched, channels_first=channels_first)
+    return PoolSpec(x, geometry)
+
+
+@memoized_for_plain_arguments(array_facts=1)
+def pool_call_geometry(x_shape, layout, size, stride, padding):
+    """The checks of pool_arguments that need only x's shape and the scalar arguments."""
+    channels_first = layout == "NCHW"
+    check_shape_rank("x", x_shape, (3, 4), f"{layout} or unbatched {layout[1:]}")
+    batched = len(x_shape) == 4
+    spatial = x_shape[-2:] if channels_first else x_shape[-3:-1]
+    size, stride, pads, out_spatial = pool_geometry(spatial, size, stride, padding, ("H", "W"))
+    return PoolCallGeometry(size, stride, pads, out_spatial, batched, channels_first)
 
 
 # ---------------------------------------------------------------------------------------
@@ -504,10 +635,8 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def check_nonnegative(name, value):
     """A finite real number >= 0 (learning rates, eps of FGSM, penalty strengths)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
+    value = as_real(name, value)
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}: must be finite and >= 0, got {value!r}")
     return value
 

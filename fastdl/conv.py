@@ -49,34 +49,34 @@ def _to_3d(array, nd, spatial_axis):
 
 def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backend):
     spec = _checks.conv_arguments(nd, x, weight, bias, stride, padding, dilation, groups, layout)
+    geometry = spec.geometry
     module = kernels("conv", backend)
-    dtype = spec.dtype
-    out_channels = spec.weight.shape[-1]
+    dtype, out_channels, out_spatial = geometry.dtype, geometry.out_channels, geometry.out_spatial
     n = spec.x.shape[0]
     unit = (1,) * (3 - nd)
     # Channels-first output: the SMALL kernel writes it directly; the other paths compute
     # channels-last and transpose (their GEMM tiles are channels-last by construction).
-    write_first = spec.channels_first and _conv_plan.takes_small_path(
-        math.prod(spec.weight.shape[:-1]), out_channels, spec.groups)
+    write_first = geometry.channels_first and _conv_plan.takes_small_path(
+        math.prod(spec.weight.shape[:-1]), out_channels, geometry.groups)
     if write_first:
-        out = np.empty((n, out_channels) + unit + spec.out_spatial, dtype=dtype)
+        out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
     else:
-        out = np.empty((n,) + unit + spec.out_spatial + (out_channels,), dtype=dtype)
-    if spec.channels_first:
-        result = (out.reshape((n, out_channels) + spec.out_spatial) if write_first
-                  else np.empty((n, out_channels) + spec.out_spatial, dtype=dtype))
+        out = np.empty((n,) + unit + out_spatial + (out_channels,), dtype=dtype)
+    if geometry.channels_first:
+        result = (out.reshape((n, out_channels) + out_spatial) if write_first
+                  else np.empty((n, out_channels) + out_spatial, dtype=dtype))
     else:
-        result = out.reshape((n,) + spec.out_spatial + (out_channels,))
+        result = out.reshape((n,) + out_spatial + (out_channels,))
     if n:
         xp = _kernel_input(module, spec, nd)
         w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
-        module.conv_ndhwc(xp, w, b, out, unit + spec.stride, unit + spec.dilation,
-                          spec.groups, get_num_threads(), write_first)
-        if spec.channels_first and not write_first:
+        module.conv_ndhwc(xp, w, b, out, unit + geometry.stride, unit + geometry.dilation,
+                          geometry.groups, get_num_threads(), write_first)
+        if geometry.channels_first and not write_first:
             module.to_channels_first(out.reshape(n, -1, out_channels),
                                      result.reshape(n, out_channels, -1), threads_for(out.size))
-    return result if spec.batched else result[0]
+    return result if geometry.batched else result[0]
 
 
 def _kernel_input(module, spec, nd):
@@ -84,12 +84,14 @@ def _kernel_input(module, spec, nd):
     the compute dtype. spec.x is channels-last (a view, for channels-first calls, of the
     caller's array), which NumPy copies; channels-first data goes through the backend's
     cache-blocked transpose instead of NumPy's plane-strided copy."""
-    if not spec.channels_first:
-        return _to_3d(_checks.padded_channels_last(spec.x, spec.pads, spec.dtype), nd, 1)
-    x_first = _to_3d(np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype), nd, 2)
+    geometry = spec.geometry
+    if not geometry.channels_first:
+        return _to_3d(_checks.padded_channels_last(spec.x, geometry.padded_shape,
+                                                   geometry.interior, geometry.dtype), nd, 1)
+    x_first = _to_3d(np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=geometry.dtype), nd, 2)
     n, channels = x_first.shape[:2]
-    pads = ((0, 0),) * (3 - nd) + spec.pads
+    pads = ((0, 0),) * (3 - nd) + geometry.pads
     alloc = np.zeros if any(lo or hi for lo, hi in pads) else np.empty
-    xp = alloc((n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,), spec.dtype)
+    xp = alloc((n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,), geometry.dtype)
     module.to_channels_last(x_first, xp, tuple(lo for lo, _ in pads), threads_for(x_first.size))
     return xp

@@ -39,24 +39,26 @@ def avg_pool2d(x, size=2, stride=None, padding=0, *, layout="NHWC", backend=None
 
 def _pool(kernel_name, x, size, stride, padding, layout, backend):
     spec = _checks.pool_arguments(x, size, stride, padding, layout)
+    geometry = spec.geometry
     kernel = getattr(kernels("pool", backend), kernel_name)
     n, in_h, in_w, channels = spec.x.shape
-    out_h, out_w = spec.out_spatial
-    pads = (spec.pads[0][0], spec.pads[1][0])  # bottom/right are implied by out's shape
-    if spec.channels_first and not spec.x.flags.c_contiguous:
+    out_h, out_w = geometry.out_spatial
+    dtype = spec.x.dtype
+    pads = (geometry.pads[0][0], geometry.pads[1][0])  # bottom/right are implied by out's shape
+    if geometry.channels_first and not spec.x.flags.c_contiguous:
         # NCHW memory: pool the N*C planes in place as single-channel images.
-        out = np.empty((n, channels, out_h, out_w), dtype=spec.dtype)
+        out = np.empty((n, channels, out_h, out_w), dtype=dtype)
         if out.size:
-            planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=spec.dtype)
+            planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=dtype)
             kernel(planes.reshape(n * channels, in_h, in_w, 1),
-                   out.reshape(n * channels, out_h, out_w, 1), spec.size, spec.stride, pads,
-                   threads_for(planes.size))
+                   out.reshape(n * channels, out_h, out_w, 1), geometry.size, geometry.stride,
+                   pads, threads_for(planes.size))
     else:
-        out = np.empty((n, out_h, out_w, channels), dtype=spec.dtype)
+        out = np.empty((n, out_h, out_w, channels), dtype=dtype)
         if out.size:
             # The one copy the kernel may need: C order, native bytes.
-            xc = np.ascontiguousarray(spec.x, dtype=spec.dtype)
-            kernel(xc, out, spec.size, spec.stride, pads, threads_for(xc.size))
-        if spec.channels_first:  # NCHW shape over channels-last memory: return NCHW
+            xc = np.ascontiguousarray(spec.x, dtype=dtype)
+            kernel(xc, out, geometry.size, geometry.stride, pads, threads_for(xc.size))
+        if geometry.channels_first:  # NCHW shape over channels-last memory: return NCHW
             out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
-    return out if spec.batched else out[0]
+    return out if geometry.batched else out[0]

@@ -4,7 +4,10 @@
 # here. The hot loops are C (kernels/norm_simd.h), built generic and for AVX2+FMA.
 import numpy as np
 
+cimport cython
 from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.stdlib cimport calloc, free
 
 cdef extern from "simd.h" nogil:
     int fastdl_cpu_has_avx2_fma()
@@ -209,16 +212,23 @@ def channel_stats(const real[:, :, ::1] x3 not None, double[::1] mean not None,
     """mean[c], var[c] (float64, biased) over axes 0 and 2 of the contiguous x3 (A, C, B)."""
     cdef Py_ssize_t n_rows = x3.shape[0], channels = x3.shape[1], length = x3.shape[2]
     cdef Py_ssize_t width, tiles, row_chunks, tasks
-    cdef double[:, ::1] scratch
+    cdef double* scratch
+    cdef Py_ssize_t sums_len
     cdef Summary[::1] parts
     if length < SEGMENT_MIN:
         width = channels * length
         tiles = (width + COLUMN_TILE - 1) // COLUMN_TILE
         row_chunks = max(1, min(n_rows, (num_threads + tiles - 1) // tiles))
-        scratch = np.zeros((3, row_chunks * width))
+        # calloc, not np.zeros: on small inputs the array and its memoryview cost ~0.5 us
+        sums_len = row_chunks * width
+        scratch = <double*>calloc(3 * sums_len, sizeof(double))
+        if scratch == NULL:
+            raise MemoryError()
         with nogil:
             _column_stats(&x3[0, 0, 0], n_rows, channels, length, &mean[0], &var[0],
-                          row_chunks, num_threads, &scratch[0, 0], &scratch[1, 0], &scratch[2, 0])
+                          row_chunks, num_threads, scratch, scratch + sums_len,
+                          scratch + 2 * sums_len)
+        free(scratch)
     else:
         tasks = _segment_tasks(n_rows * channels, length, num_threads)
         parts = np.zeros(tasks * channels, dtype=[("n", "f8"), ("mean", "f8"), ("m2", "f8")])
@@ -227,10 +237,25 @@ def channel_stats(const real[:, :, ::1] x3 not None, double[::1] mean not None,
                            &var[0], tasks, num_threads, &parts[0])
 
 
+cdef const real[::1] _per_column(const real[::1] per_channel, Py_ssize_t length):
+    """Each channel's value repeated for its ``length`` columns (channels-last data,
+    length 1, needs no copy)."""
+    if length == 1:
+        return per_channel
+    return np.repeat(np.asarray(per_channel), length)
+
+
 def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not None,
                 const real[::1] scale not None, const real[::1] shift not None,
                 real[:, :, ::1] out not None, int num_threads):
     """out[a, c, b] = (x3[a, c, b] - center[c]) * scale[c] + shift[c]; all in x3's dtype."""
+    _scale_shift(x3, center, scale, shift, out, num_threads)
+
+
+# A cdef function, so that normalize() passes its memoryviews without a Python call
+# (each argument would become a Python memoryview object and back: ~1 us per call).
+cdef _scale_shift(const real[:, :, ::1] x3, const real[::1] center, const real[::1] scale,
+                  const real[::1] shift, real[:, :, ::1] out, int num_threads):
     cdef Py_ssize_t n_rows = x3.shape[0], channels = x3.shape[1], length = x3.shape[2]
     cdef Py_ssize_t rows = n_rows * channels
     cdef Py_ssize_t items = rows * ((length + PIECE - 1) // PIECE)
@@ -238,12 +263,10 @@ def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not No
     cdef Py_ssize_t task, tasks, r0, r1
     cdef const real* x_ptr = &x3[0, 0, 0]
     cdef real* out_ptr = &out[0, 0, 0]
-    cdef real[::1] center_w, scale_w, shift_w
+    cdef const real[::1] center_w, scale_w, shift_w
     if length < SEGMENT_MIN:  # per-column parameters: the inner loop runs over C*B values
-        dtype = np.float32 if real is float else np.float64
-        center_w = np.repeat(np.asarray(center), length).astype(dtype, copy=False)
-        scale_w = np.repeat(np.asarray(scale), length).astype(dtype, copy=False)
-        shift_w = np.repeat(np.asarray(shift), length).astype(dtype, copy=False)
+        center_w, scale_w, shift_w = _per_column(center, length), _per_column(scale, length), \
+            _per_column(shift, length)
         tasks = max(1, min(num_threads, n_rows))
         for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
             r0 = task * n_rows // tasks
@@ -261,3 +284,24 @@ def scale_shift(const real[:, :, ::1] x3 not None, const real[::1] center not No
         for task in prange(tasks, nogil=True, num_threads=num_threads, schedule="static"):
             _affine_segment_run(x_ptr, out_ptr, channels, length, task * items // tasks,
                                 (task + 1) * items // tasks, &center[0], &scale[0], &shift[0])
+
+
+@cython.cdivision(True)  # IEEE division (inf / NaN), as NumPy; no ZeroDivisionError check
+def normalize(const real[:, :, ::1] x3 not None, const double[::1] mean not None,
+              const double[::1] var not None, const real[:] gamma not None,
+              const real[:] beta not None, double eps, real[:, :, ::1] out not None,
+              int num_threads):
+    """out = gamma * (x3 - mean) / sqrt(var + eps) + beta per channel (see fastdl/norm.py):
+    the per-channel center, scale and shift in float64, then scale_shift."""
+    cdef Py_ssize_t channels = x3.shape[1], c
+    cdef real[:, ::1] parameters = np.empty((3, channels),
+                                            np.float32 if real is float else np.float64)
+    cdef double scale
+    cdef real center
+    for c in range(channels):
+        scale = gamma[c] / sqrt(var[c] + eps)
+        center = <real>mean[c]
+        parameters[0, c] = center
+        parameters[1, c] = <real>scale
+        parameters[2, c] = <real>(beta[c] - (mean[c] - center) * scale)
+    _scale_shift(x3, parameters[0], parameters[1], parameters[2], out, num_threads)

@@ -11,14 +11,17 @@ pairwise formula. Two decompositions, chosen by B:
   contiguous run per thread (streaming reads: walking channel by channel instead jumps
   between short rows and ran 2.5x slower), and each task merges its pieces into its own
   per-channel summaries, merged across tasks at the end.
-The scale/shift pass uses the same two decompositions (one run of rows or pieces per
-thread), each task walking its part of the output from the end (see the note above
-_affine_run: it finds a new output array's freshly zeroed pages in cache). Either way
+``normalize`` turns the statistics into a per-channel center, scale and shift (float64,
+C values, not fastmath); its scale/shift pass then uses the same two decompositions
+(one run of rows or pieces per thread), each task walking its part of the output from
+the end (see the note above _affine_run: it finds a new output array's freshly zeroed
+pages in cache). Either way
 there are at least num_threads tasks when the data allows it, also when C < num_threads.
 Each task writes only its own slots of the partial-result arrays and its own part of the
 output.
 """
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -240,13 +243,39 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
     if length < SEGMENT_MIN:  # per-column parameters: the inner loop runs over C*B values
         width = channels * length
         run_parallel(_affine_columns, num_threads, x3.reshape(n_rows, width),
-                     np.repeat(center, length), np.repeat(scale, length),
-                     np.repeat(shift, length), out.reshape(n_rows, width),
+                     _per_column(center, length), _per_column(scale, length),
+                     _per_column(shift, length), out.reshape(n_rows, width),
                      max(1, min(num_threads, n_rows)))
     else:
         rows = x3.reshape(n_rows * channels, length)
         run_parallel(_affine_segments, num_threads, rows, channels, center, scale, shift,
                      out.reshape(rows.shape), _segment_tasks(rows, num_threads))
+
+
+# Not fastmath: the same IEEE operations as the other backends (no FMA contraction);
+# error_model="numpy": a zero or negative variance gives inf / NaN, not an exception.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _affine_parameters(mean, var, gamma, beta, eps, parameters):
+    """Rows center, scale, shift of ``parameters`` (x's dtype), computed in float64."""
+    for c in range(mean.shape[0]):
+        scale = np.float64(gamma[c]) / np.sqrt(var[c] + eps)
+        parameters[0, c] = mean[c]  # rounded to x's dtype: the center
+        parameters[1, c] = scale
+        parameters[2, c] = np.float64(beta[c]) - (mean[c] - np.float64(parameters[0, c])) * scale
+
+
+def normalize(x3, mean, var, gamma, beta, eps, out, num_threads):
+    """out = gamma * (x3 - mean) / sqrt(var + eps) + beta per channel (see fastdl/norm.py):
+    the per-channel center, scale and shift in float64, then scale_shift."""
+    parameters = np.empty((3, x3.shape[1]), x3.dtype)
+    _affine_parameters(mean, var, gamma, beta, eps, parameters)
+    scale_shift(x3, parameters[0], parameters[1], parameters[2], out, num_threads)
+
+
+def _per_column(per_channel, length):
+    """Each channel's value repeated for its ``length`` columns (channels-last data,
+    length 1, needs no copy)."""
+    return per_channel if length == 1 else np.repeat(per_channel, length)
 
 
 def _segment_tasks(rows, num_threads):

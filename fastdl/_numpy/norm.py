@@ -17,3 +17,15 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
         np.subtract(x3, center[:, np.newaxis], out=out)
     out *= scale[:, np.newaxis]
     out += shift[:, np.newaxis]
+
+
+def normalize(x3, mean, var, gamma, beta, eps, out, num_threads):
+    """Same contract as the compiled kernels; ``num_threads`` is ignored."""
+    dtype = x3.dtype
+    # mean and var are float64, so each expression is float64 (gamma and beta converted
+    # exactly).
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN/negative var: NaN, silently
+        scale = gamma / np.sqrt(var + eps)
+        center = mean.astype(dtype)
+        shift = beta - (mean - center) * scale
+    scale_shift(x3, center, scale.astype(dtype), shift.astype(dtype), out, num_threads)
