@@ -1,4 +1,5 @@
-# Cython conv kernels: channels-last, OpenMP-parallel over output tiles.
+# Cython conv kernels: channels-last, OpenMP-parallel over output tiles; the SMALL path
+# (kernels/conv_small.h) also writes channels-first output directly.
 # Same contract and the same three algorithms as fastdl/_numba/conv.py; the path, thread
 # count and tile size come from fastdl/_conv_plan.py (one rule for both backends). The
 # Python wrapper (fastdl/conv.py) has already validated every shape, so no bounds are
