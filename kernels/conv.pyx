@@ -232,7 +232,8 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                tuple stride, tuple dilation, Py_ssize_t groups, int num_threads,
                bint channels_first_out=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
-    channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
+    channels_first_out: out is (N, C_out, D, H, W) instead, written by the SMALL kernel
+    directly (SMALL path only, see conv.py; ValueError on any other path)."""
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
     # channels-first out is (N, C_out, D, H, W): read its sizes in channels-last order

@@ -34,28 +34,28 @@
 #define P_ONE 6
 #define TARGET
 #define REAL float
+#define REAL_INDEX int
 #define VEC fastdl_f32x4
-#define LANE_INDEX fastdl_i32x4
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f32_generic
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
 #define REAL double
+#define REAL_INDEX long long
 #define VEC fastdl_f64x2
-#define LANE_INDEX fastdl_i64x2
 #define LANES 2
 #define NB_FIRST 6
 #define ROW_FN fastdl_conv_small_row_f64_generic
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
@@ -64,28 +64,28 @@
 #ifdef FASTDL_HAVE_AVX2_PATH
 #define TARGET FASTDL_AVX2_TARGET
 #define REAL float
+#define REAL_INDEX int
 #define VEC fastdl_f32x8
-#define LANE_INDEX fastdl_i32x8
 #define LANES 8
 #define NB_FIRST 1
 #define ROW_FN fastdl_conv_small_row_f32_avx2
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
 #define REAL double
+#define REAL_INDEX long long
 #define VEC fastdl_f64x4
-#define LANE_INDEX fastdl_i64x4
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f64_avx2
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
@@ -102,8 +102,8 @@
 #define P_PAIR 8
 #define P_ONE 8
 #define REAL float
+#define REAL_INDEX int
 #define VEC fastdl_f32x16
-#define LANE_INDEX fastdl_i32x16
 #define LANES 16
 #define NB_FIRST 1
 #define HALF_VEC fastdl_f32x8
@@ -111,16 +111,16 @@
 #define ROW_FN fastdl_conv_small_row_f32_avx512
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
 #define REAL double
+#define REAL_INDEX long long
 #define VEC fastdl_f64x8
-#define LANE_INDEX fastdl_i64x8
 #define LANES 8
 #define NB_FIRST 1
 #define HALF_VEC fastdl_f64x4
@@ -128,8 +128,8 @@
 #define ROW_FN fastdl_conv_small_row_f64_avx512
 #include "conv_small_body.h"
 #undef REAL
+#undef REAL_INDEX
 #undef VEC
-#undef LANE_INDEX
 #undef LANES
 #undef NB_FIRST
 #undef HALF_VEC

@@ -1,6 +1,7 @@
 /* One instantiation of the register-blocked small-reduction conv row (see conv_small.h).
  * Parameters, #defined by the includer: REAL (float/double), VEC (a GCC vector of REAL),
- * LANES (REAL per VEC), LANE_INDEX (the integer vector __builtin_shuffle takes for VEC),
+ * LANES (REAL per VEC), REAL_INDEX (the integer type of REAL's size, for
+ * __builtin_shuffle's lane indices),
  * ROW_FN (the function's name), TARGET (a function attribute: empty, or a target("...")
  * attribute), and the block shapes: P_WIDE pixels for blocks of 4 vectors of channels (0:
  * no such blocks, too few registers), P_PAIR for 2 vectors, P_ONE for one vector and for
@@ -51,41 +52,41 @@
         }                                                                              \
     } while (0)
 
-/* channels-first (pix_stride 1), P == LANES: each chunk b of acc is a LANES x LANES
- * (pixel x channel) matrix; transposed in registers, its rows are channels' runs of LANES
- * consecutive pixels, one vector store each. The transpose swaps the off-diagonal h x h
- * blocks of every 2h x 2h block, h = LANES/2 .. 1 (log2(LANES) rounds of two-input
- * shuffles). */
-#define SWAP_LO(j, h) (((j) & (h)) ? LANES + (j) - (h) : (j))
-#define SWAP_HI(j, h) (((j) & (h)) ? LANES + (j) : (j) + (h))
-#if LANES == 2
-#define LANE_MASK(F, h) ((LANE_INDEX){F(0, h), F(1, h)})
-#elif LANES == 4
-#define LANE_MASK(F, h) ((LANE_INDEX){F(0, h), F(1, h), F(2, h), F(3, h)})
-#elif LANES == 8
-#define LANE_MASK(F, h) ((LANE_INDEX){F(0, h), F(1, h), F(2, h), F(3, h), F(4, h), F(5, h), \
-                                      F(6, h), F(7, h)})
-#elif LANES == 16
-#define LANE_MASK(F, h) ((LANE_INDEX){F(0, h), F(1, h), F(2, h), F(3, h), F(4, h), F(5, h), \
-                                      F(6, h), F(7, h), F(8, h), F(9, h), F(10, h), F(11, h), \
-                                      F(12, h), F(13, h), F(14, h), F(15, h)})
-#endif
-#define TRANSPOSE_ROUND(m, b, h)                                                           \
-    for (int i = 0; i < LANES; i++)                                                    \
+/* channels-first (pix_stride 1), P == L: each chunk b of acc is an L x L (pixel x
+ * channel) matrix; transposed in registers, its rows are channels' runs of L consecutive
+ * pixels, one vector store each. The transpose swaps the off-diagonal h x h blocks of
+ * every 2h x 2h block, h = L/2 .. 1 (log2(L) rounds of two-input shuffles). */
+#define SWAP_LO(j, h, L) (((j) & (h)) ? (L) + (j) - (h) : (j))
+#define SWAP_HI(j, h, L) (((j) & (h)) ? (L) + (j) : (j) + (h))
+#define LANE_MASK(L, F, h) LANE_MASK_(L, F, h)
+#define LANE_MASK_(L, F, h) LANE_MASK_##L(F, h)
+#define LANE_MASK_2(F, h) {F(0, h, 2), F(1, h, 2)}
+#define LANE_MASK_4(F, h) {F(0, h, 4), F(1, h, 4), F(2, h, 4), F(3, h, 4)}
+#define LANE_MASK_8(F, h) {F(0, h, 8), F(1, h, 8), F(2, h, 8), F(3, h, 8), F(4, h, 8), \
+                           F(5, h, 8), F(6, h, 8), F(7, h, 8)}
+#define LANE_MASK_16(F, h) {F(0, h, 16), F(1, h, 16), F(2, h, 16), F(3, h, 16),           \
+                            F(4, h, 16), F(5, h, 16), F(6, h, 16), F(7, h, 16),           \
+                            F(8, h, 16), F(9, h, 16), F(10, h, 16), F(11, h, 16),         \
+                            F(12, h, 16), F(13, h, 16), F(14, h, 16), F(15, h, 16)}
+/* one round; rounds with h >= L do nothing */
+#define TRANSPOSE_ROUND(V, L, b, h)                                                        \
+    for (int i = 0; i + (h) < (L); i++)                                                \
         if (!(i & (h))) {                                                              \
-            VEC lo_ = m[i][b], hi_ = m[i + (h)][b];                                    \
-            m[i][b] = __builtin_shuffle(lo_, hi_, LANE_MASK(SWAP_LO, h));              \
-            m[i + (h)][b] = __builtin_shuffle(lo_, hi_, LANE_MASK(SWAP_HI, h));        \
+            typedef REAL_INDEX index_t_ __attribute__((vector_size(sizeof(V))));       \
+            const index_t_ lo_mask_ = LANE_MASK(L, SWAP_LO, h);                        \
+            const index_t_ hi_mask_ = LANE_MASK(L, SWAP_HI, h);                        \
+            V lo_ = acc[i][b], hi_ = acc[i + (h)][b];                                  \
+            acc[i][b] = __builtin_shuffle(lo_, hi_, lo_mask_);                         \
+            acc[i + (h)][b] = __builtin_shuffle(lo_, hi_, hi_mask_);                   \
         }
 #define STORE_TRANSPOSED(P, NB, V, L)                                                      \
     for (int b = 0; b < NB; b++) {                                                     \
-        if (LANES >= 16) { TRANSPOSE_ROUND(acc, b, 8) }                                \
-        if (LANES >= 8) { TRANSPOSE_ROUND(acc, b, 4) }                                 \
-        if (LANES >= 4) { TRANSPOSE_ROUND(acc, b, 2) }                                 \
-        TRANSPOSE_ROUND(acc, b, 1)                                                     \
-        for (int c = 0; c < LANES; c++)                                                \
-            FASTDL_STOREV(VEC, out_row + ow + (oc + b * LANES + c) * chan_stride,      \
-                          acc[c][b]);                                                  \
+        TRANSPOSE_ROUND(V, L, b, 8)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 4)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 2)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 1)                                                    \
+        for (int c = 0; c < L; c++)                                                    \
+            FASTDL_STOREV(V, out_row + ow + (oc + b * L + c) * chan_stride, acc[c][b]); \
     }
 
 /* Channels oc .. oc + NB * L of the whole row, P pixels at a time (rows narrower than P:
@@ -120,15 +121,28 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
 #endif
         for (; oc + 2 * LANES <= out_c; oc += 2 * LANES)
             CHANNEL_BLOCK(P_PAIR, 2, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
-        for (; oc + LANES <= out_c; oc += LANES) CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
-    } else if (pix_stride == 1 && out_w >= LANES) {
-        for (; oc + NB_FIRST * LANES <= out_c; oc += NB_FIRST * LANES)
-            CHANNEL_BLOCK(LANES, NB_FIRST, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
         for (; oc + LANES <= out_c; oc += LANES)
-            CHANNEL_BLOCK(LANES, 1, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
+            CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
+#ifdef HALF_VEC
+        for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
+            CHANNEL_BLOCK(P_ONE, 1, HALF_VEC, HALF_LANES, STORE_VECTORS, STORE_VECTORS);
+#endif
+    } else if (pix_stride == 1) {
+        if (out_w >= LANES) {
+            for (; oc + NB_FIRST * LANES <= out_c; oc += NB_FIRST * LANES)
+                CHANNEL_BLOCK(LANES, NB_FIRST, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
+            for (; oc + LANES <= out_c; oc += LANES)
+                CHANNEL_BLOCK(LANES, 1, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
+        }
+#ifdef HALF_VEC
+        if (out_w >= HALF_LANES)
+            for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
+                CHANNEL_BLOCK(HALF_LANES, 1, HALF_VEC, HALF_LANES, STORE_TRANSPOSED, STORE_TILE);
+#endif
     }
     /* what is left: narrow rows or strided output, and the last channels */
-    for (; oc + LANES <= out_c; oc += LANES) CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_TILE, STORE_TILE);
+    for (; oc + LANES <= out_c; oc += LANES)
+        CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_TILE, STORE_TILE);
 #ifdef HALF_VEC
     for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
         CHANNEL_BLOCK(P_ONE, 1, HALF_VEC, HALF_LANES, STORE_TILE, STORE_TILE);
@@ -142,6 +156,11 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
 #undef SWAP_LO
 #undef SWAP_HI
 #undef LANE_MASK
+#undef LANE_MASK_
+#undef LANE_MASK_2
+#undef LANE_MASK_4
+#undef LANE_MASK_8
+#undef LANE_MASK_16
 #undef TRANSPOSE_ROUND
 #undef STORE_TRANSPOSED
 #undef CHANNEL_BLOCK

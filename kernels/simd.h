@@ -19,13 +19,6 @@ typedef double fastdl_f64x4 __attribute__((vector_size(32)));
 /* only used inside FASTDL_AVX512_TARGET functions (elsewhere they would live in memory) */
 typedef float fastdl_f32x16 __attribute__((vector_size(64)));
 typedef double fastdl_f64x8 __attribute__((vector_size(64)));
-/* lane indices for __builtin_shuffle of the vectors above */
-typedef int fastdl_i32x4 __attribute__((vector_size(16)));
-typedef long long fastdl_i64x2 __attribute__((vector_size(16)));
-typedef int fastdl_i32x8 __attribute__((vector_size(32)));
-typedef long long fastdl_i64x4 __attribute__((vector_size(32)));
-typedef int fastdl_i32x16 __attribute__((vector_size(64)));
-typedef long long fastdl_i64x8 __attribute__((vector_size(64)));
 
 /* unaligned vector load / store of a VEC at ptr (memcpy compiles to one vmovups) */
 #define FASTDL_LOADV(VEC, ptr) ({ VEC v_; memcpy(&v_, (ptr), sizeof v_); v_; })
