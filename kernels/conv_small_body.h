@@ -56,28 +56,38 @@
  * channel) matrix; transposed in registers, its rows are channels' runs of L consecutive
  * pixels, one vector store each. The transpose swaps the off-diagonal h x h blocks of
  * every 2h x 2h block, h = L/2 .. 1 (log2(L) rounds of two-input shuffles). */
-#define SWAP_LO(j, h, L) (((j) & (h)) ? (L) + (j) - (h) : (j))
-#define SWAP_HI(j, h, L) (((j) & (h)) ? (L) + (j) : (j) + (h))
-#define LANE_MASK(L, F, h) LANE_MASK_(L, F, h)
-#define LANE_MASK_(L, F, h) LANE_MASK_##L(F, h)
-#define LANE_MASK_2(F, h) {F(0, h, 2), F(1, h, 2)}
-#define LANE_MASK_4(F, h) {F(0, h, 4), F(1, h, 4), F(2, h, 4), F(3, h, 4)}
-#define LANE_MASK_8(F, h) {F(0, h, 8), F(1, h, 8), F(2, h, 8), F(3, h, 8), F(4, h, 8), \
-                           F(5, h, 8), F(6, h, 8), F(7, h, 8)}
-#define LANE_MASK_16(F, h) {F(0, h, 16), F(1, h, 16), F(2, h, 16), F(3, h, 16),           \
-                            F(4, h, 16), F(5, h, 16), F(6, h, 16), F(7, h, 16),           \
-                            F(8, h, 16), F(9, h, 16), F(10, h, 16), F(11, h, 16),         \
-                            F(12, h, 16), F(13, h, 16), F(14, h, 16), F(15, h, 16)}
+/* lane j of the two results of a round, as indices into the concatenation (lo, hi);
+ * taken mod 2L so rounds that never run (h >= L) still compile under Clang */
+#define SWAP_LO(j, h, L) ((((j) & (h)) ? (L) + (j) - (h) : (j)) % (2 * (L)))
+#define SWAP_HI(j, h, L) ((((j) & (h)) ? (L) + (j) : (j) + (h)) % (2 * (L)))
+#define LANE_LIST(L, F, h) LANE_LIST_(L, F, h)
+#define LANE_LIST_(L, F, h) LANE_LIST_##L(F, h)
+#define LANE_LIST_2(F, h) F(0, h, 2), F(1, h, 2)
+#define LANE_LIST_4(F, h) F(0, h, 4), F(1, h, 4), F(2, h, 4), F(3, h, 4)
+#define LANE_LIST_8(F, h) F(0, h, 8), F(1, h, 8), F(2, h, 8), F(3, h, 8), F(4, h, 8),     \
+                          F(5, h, 8), F(6, h, 8), F(7, h, 8)
+#define LANE_LIST_16(F, h) F(0, h, 16), F(1, h, 16), F(2, h, 16), F(3, h, 16),            \
+                           F(4, h, 16), F(5, h, 16), F(6, h, 16), F(7, h, 16),            \
+                           F(8, h, 16), F(9, h, 16), F(10, h, 16), F(11, h, 16),          \
+                           F(12, h, 16), F(13, h, 16), F(14, h, 16), F(15, h, 16)
+/* two-input shuffle with constant lane indices: GCC's __builtin_shuffle takes them as a
+ * vector, Clang's __builtin_shufflevector as arguments (GCC has that only from 12 on) */
+#if defined(__clang__)
+#define SHUFFLE2(V, L, a, b, F, h) __builtin_shufflevector(a, b, LANE_LIST(L, F, h))
+#else
+#define SHUFFLE2(V, L, a, b, F, h)                                                         \
+    ({                                                                                 \
+        typedef REAL_INDEX index_t_ __attribute__((vector_size(sizeof(V))));           \
+        __builtin_shuffle(a, b, (index_t_){LANE_LIST(L, F, h)});                       \
+    })
+#endif
 /* one round; rounds with h >= L do nothing */
 #define TRANSPOSE_ROUND(V, L, b, h)                                                        \
     for (int i = 0; i + (h) < (L); i++)                                                \
         if (!(i & (h))) {                                                              \
-            typedef REAL_INDEX index_t_ __attribute__((vector_size(sizeof(V))));       \
-            const index_t_ lo_mask_ = LANE_MASK(L, SWAP_LO, h);                        \
-            const index_t_ hi_mask_ = LANE_MASK(L, SWAP_HI, h);                        \
             V lo_ = acc[i][b], hi_ = acc[i + (h)][b];                                  \
-            acc[i][b] = __builtin_shuffle(lo_, hi_, lo_mask_);                         \
-            acc[i + (h)][b] = __builtin_shuffle(lo_, hi_, hi_mask_);                   \
+            acc[i][b] = SHUFFLE2(V, L, lo_, hi_, SWAP_LO, h);                          \
+            acc[i + (h)][b] = SHUFFLE2(V, L, lo_, hi_, SWAP_HI, h);                    \
         }
 #define STORE_TRANSPOSED(P, NB, V, L)                                                      \
     for (int b = 0; b < NB; b++) {                                                     \
@@ -155,12 +165,13 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
 #undef STORE_TILE
 #undef SWAP_LO
 #undef SWAP_HI
-#undef LANE_MASK
-#undef LANE_MASK_
-#undef LANE_MASK_2
-#undef LANE_MASK_4
-#undef LANE_MASK_8
-#undef LANE_MASK_16
+#undef LANE_LIST
+#undef LANE_LIST_
+#undef LANE_LIST_2
+#undef LANE_LIST_4
+#undef LANE_LIST_8
+#undef LANE_LIST_16
+#undef SHUFFLE2
 #undef TRANSPOSE_ROUND
 #undef STORE_TRANSPOSED
 #undef CHANNEL_BLOCK
