@@ -126,6 +126,19 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
     ptrdiff_t oc = 0;
     if (chan_stride == 1) {
 #if P_WIDE > 0
+        /* pixels outer here, so a wide out_c (fp64: 2+ blocks of 4 vectors) is still
+         * written as one sequential stream (channel blocks outer: 13% slower, fp64
+         * 3->64 3x3) */
+        const ptrdiff_t wide_end = out_c - out_c % (4 * LANES);
+        if (wide_end > 0 && out_w >= P_WIDE) {
+            for (ptrdiff_t ow = 0;; ow += P_WIDE) {
+                if (ow + P_WIDE > out_w) ow = out_w - P_WIDE;
+                for (oc = 0; oc < wide_end; oc += 4 * LANES)
+                    BLOCK_BODY(P_WIDE, 4, VEC, LANES, STORE_VECTORS);
+                if (ow + P_WIDE == out_w) break;
+            }
+            oc = wide_end;
+        }
         for (; oc + 4 * LANES <= out_c; oc += 4 * LANES)
             CHANNEL_BLOCK(P_WIDE, 4, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
 #endif
