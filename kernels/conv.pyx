@@ -1,4 +1,5 @@
-# Cython conv kernels: channels-last, OpenMP-parallel over output tiles.
+# Cython conv kernels: channels-last, OpenMP-parallel over output tiles; the SMALL path
+# (kernels/conv_small.h) also writes channels-first output directly.
 # Same contract and the same three algorithms as fastdl/_numba/conv.py; the path, thread
 # count and tile size come from fastdl/_conv_plan.py (one rule for both backends). The
 # Python wrapper (fastdl/conv.py) has already validated every shape, so no bounds are
@@ -8,31 +9,42 @@ from cython.parallel cimport parallel, prange, threadid
 
 import numpy as np
 
-cdef extern from "simd.h" nogil:
-    int fastdl_cpu_has_avx2_fma()
-
 cdef extern from "conv_small.h" nogil:
-    void fastdl_conv_small_row_f32(int avx2, const float* x_row, const float* w,
+    int fastdl_conv_small_best_isa()
+    void fastdl_conv_small_row_f32(int isa, const float* x_row, const float* w,
                                    const float* bias, float* out_row, Py_ssize_t out_w,
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
-                                   const Py_ssize_t* koff, Py_ssize_t k_total)
-    void fastdl_conv_small_row_f64(int avx2, const double* x_row, const double* w,
+                                   const Py_ssize_t* koff, Py_ssize_t k_total,
+                                   Py_ssize_t pix_stride, Py_ssize_t chan_stride)
+    void fastdl_conv_small_row_f64(int isa, const double* x_row, const double* w,
                                    const double* bias, double* out_row, Py_ssize_t out_w,
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
-                                   const Py_ssize_t* koff, Py_ssize_t k_total)
+                                   const Py_ssize_t* koff, Py_ssize_t k_total,
+                                   Py_ssize_t pix_stride, Py_ssize_t chan_stride)
 
-# The SMALL kernel is compiled generic and for AVX2+FMA (kernels/conv_small.h); this
-# CPU's choice, checked once.
-cdef int _small_avx2 = fastdl_cpu_has_avx2_fma()
+# The SMALL kernel is compiled generic, for AVX2+FMA and for AVX-512 (kernels/conv_small.h);
+# the best this CPU runs, checked once. Index into SMALL_BUILDS.
+SMALL_BUILDS = ("generic", "avx2", "avx512")
+cdef int _best_small_isa = fastdl_conv_small_best_isa()
+cdef int _small_isa = _best_small_isa
 
 
-def _small_kernel_build(use_avx2=None):
-    """Return whether the SMALL path runs its AVX2+FMA build; set it with use_avx2 (tests
-    run the generic build this way; True only where the CPU supports AVX2+FMA)."""
-    global _small_avx2
-    if use_avx2 is not None:
-        _small_avx2 = 1 if use_avx2 and fastdl_cpu_has_avx2_fma() else 0
-    return bool(_small_avx2)
+def _small_kernel_build(build=None):
+    """Return the name of the build the SMALL path runs (one of SMALL_BUILDS); set it with
+    build (tests run every build this way). Setting a build this CPU cannot run raises
+    ValueError."""
+    global _small_isa
+    if build is not None:
+        isa = SMALL_BUILDS.index(build)
+        if isa > _best_small_isa:
+            raise ValueError(f"this CPU cannot run the {build} build of the SMALL kernel")
+        _small_isa = isa
+    return SMALL_BUILDS[_small_isa]
+
+
+def _small_builds_available():
+    """The SMALL kernel builds this CPU can run."""
+    return SMALL_BUILDS[:_best_small_isa + 1]
 
 from fastdl import _conv_plan
 
@@ -220,18 +232,16 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                tuple stride, tuple dilation, Py_ssize_t groups, int num_threads,
                bint channels_first_out=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
-    channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
-    if channels_first_out:  # TEMPORARY: through a channels-last intermediate
-        tmp = np.empty((out.shape[0], out.shape[2], out.shape[3], out.shape[4], out.shape[1]),
-                       np.float32 if real is float else np.float64)
-        conv_ndhwc(xp, w, bias, tmp, stride, dilation, groups, num_threads)
-        to_channels_first(tmp.reshape(out.shape[0], -1, out.shape[1]),
-                          np.asarray(out).reshape(out.shape[0], out.shape[1], -1), num_threads)
-        return
+    channels_first_out: out is (N, C_out, D, H, W) instead, written by the SMALL kernel
+    directly (SMALL path only, see conv.py; ValueError on any other path)."""
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
-    cdef Py_ssize_t n_batch = out.shape[0], out_d = out.shape[1], out_h = out.shape[2]
-    cdef Py_ssize_t out_w = out.shape[3], out_c = out.shape[4]
+    # channels-first out is (N, C_out, D, H, W): read its sizes in channels-last order
+    cdef int c_axis = 1 if channels_first_out else 4
+    cdef int d_axis = 2 if channels_first_out else 1
+    cdef Py_ssize_t n_batch = out.shape[0], out_c = out.shape[c_axis]
+    cdef Py_ssize_t out_d = out.shape[d_axis], out_h = out.shape[d_axis + 1]
+    cdef Py_ssize_t out_w = out.shape[d_axis + 2]
     cdef Py_ssize_t in_d = xp.shape[1], in_h = xp.shape[2], in_w = xp.shape[3], in_c = xp.shape[4]
     cdef Py_ssize_t k_d = w.shape[0], k_h = w.shape[1], k_w = w.shape[2], c_per_group = w.shape[3]
     cdef Py_ssize_t k_total = k_d * k_h * k_w * c_per_group
@@ -247,29 +257,44 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef bint limit_blas
     path, threads, tile_rows, limit_blas = _conv_plan.choose(
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
+    if channels_first_out and path != _conv_plan.SMALL:
+        raise ValueError("channels_first_out is only supported on the SMALL path")
 
     cdef const Py_ssize_t[::1] koff
     cdef const Py_ssize_t* koff_ptr
     cdef const real* x_row
+    cdef real* out_row
+    cdef Py_ssize_t pix_stride, chan_stride
+    cdef int isa
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets((n_batch, in_d, in_h, in_w, in_c),
                                             (k_d, k_h, k_w, c_per_group, out_c),
                                             dilation)
         koff_ptr = &koff[0]
-        # One task per output row (n, od, oh), as on the DIRECT path.
+        # One task per output row (n, od, oh), as on the DIRECT path. Output row start and
+        # strides: channels-last rows are out_w * out_c apart, pixels out_c, channels 1;
+        # channels-first rows are out_w apart within an image's channel planes.
+        plane = out_d * out_h * out_w
+        pix_stride = 1 if channels_first_out else out_c
+        chan_stride = plane if channels_first_out else 1
+        isa = _small_isa
         for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
             n = row // (out_d * out_h)
             od = (row // out_h) % out_d
             oh = row % out_h
             x_row = xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
-            if real is float:
-                fastdl_conv_small_row_f32(_small_avx2, x_row, w_ptr, b_ptr,
-                                          out_ptr + row * out_w * out_c, out_w, out_c,
-                                          sw * in_c, koff_ptr, k_total)
+            if channels_first_out:
+                out_row = out_ptr + n * out_c * plane + (row - n * out_d * out_h) * out_w
             else:
-                fastdl_conv_small_row_f64(_small_avx2, x_row, w_ptr, b_ptr,
-                                          out_ptr + row * out_w * out_c, out_w, out_c,
-                                          sw * in_c, koff_ptr, k_total)
+                out_row = out_ptr + row * out_w * out_c
+            if real is float:
+                fastdl_conv_small_row_f32(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c,
+                                          sw * in_c, koff_ptr, k_total, pix_stride,
+                                          chan_stride)
+            else:
+                fastdl_conv_small_row_f64(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c,
+                                          sw * in_c, koff_ptr, k_total, pix_stride,
+                                          chan_stride)
         return
 
     if path == _conv_plan.DIRECT:

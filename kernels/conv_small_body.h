@@ -1,19 +1,28 @@
 /* One instantiation of the register-blocked small-reduction conv row (see conv_small.h).
- * Parameters, #defined by the includer: REAL (float/double), VEC (a 32-byte GCC vector
- * of REAL), LANES (REAL per VEC), ROW_FN (the function's name), TARGET (a function
- * attribute: empty, or a target("...") attribute). */
+ * Parameters, #defined by the includer: REAL (float/double), VEC (a GCC vector of REAL),
+ * LANES (REAL per VEC), REAL_INDEX (the integer type of REAL's size, for
+ * __builtin_shuffle's lane indices),
+ * ROW_FN (the function's name), TARGET (a function attribute: empty, or a target("...")
+ * attribute), and the block shapes: P_WIDE pixels for blocks of 4 vectors of channels (0:
+ * no such blocks, too few registers), P_PAIR for 2 vectors, P_ONE for one vector and for
+ * the channels left over; NB_FIRST: vectors of channels per LANES-pixel block of
+ * channels-first output; HALF_VEC / HALF_LANES (optional): a half-width vector for a
+ * leftover half vector of channels. */
 
 /* acc[p][b] += x[pixel p, k] * w[k, chunk b] over all k; P pixels x NB vectors of
- * output channels live in registers for the whole reduction; each output is written once. */
-#define BLOCK_BODY(P, NB, V, L)                                                            \
+ * output channels live in registers for the whole reduction; each output is written once,
+ * by STORE. Output (pixel p, channel c) is at
+ * out_row + (ow + p) * pix_stride + (oc + c) * chan_stride. */
+#define BLOCK_BODY(P, NB, V, L, STORE)                                                     \
     do {                                                                               \
+        const REAL* x_pix = x_row + ow * pixel_step;                                   \
         V acc[P][NB];                                                                  \
         for (int b = 0; b < NB; b++) {                                                 \
             V bv = FASTDL_LOADV(V, bias + oc + b * L);                                 \
             for (int p = 0; p < P; p++) acc[p][b] = bv;                                \
         }                                                                              \
         const REAL* wk = w + oc;                                                       \
-        for (ptrdiff_t k = 0; k < k_total; k++, wk += out_c) {                              \
+        for (ptrdiff_t k = 0; k < k_total; k++, wk += out_c) {                         \
             V wv[NB];                                                                  \
             for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, wk + b * L);           \
             const REAL* xk = x_pix + koff[k];                                          \
@@ -22,35 +31,160 @@
                 for (int b = 0; b < NB; b++) acc[p][b] += a * wv[b];                   \
             }                                                                          \
         }                                                                              \
+        STORE(P, NB, V, L);                                                            \
+    } while (0)
+
+/* channels-last (chan_stride 1): whole vectors */
+#define STORE_VECTORS(P, NB, V, L)                                                         \
+    for (int p = 0; p < P; p++)                                                        \
+        for (int b = 0; b < NB; b++)                                                   \
+            FASTDL_STOREV(V, out_row + (ow + p) * pix_stride + oc + b * L, acc[p][b])
+
+/* any layout, through a stack tile: each channel's P pixels are written in turn */
+#define STORE_TILE(P, NB, V, L)                                                            \
+    do {                                                                               \
+        REAL tile[P][NB * L];                                                          \
         for (int p = 0; p < P; p++)                                                    \
-            for (int b = 0; b < NB; b++)                                               \
-                FASTDL_STOREV(V, out_pix + p * out_c + oc + b * L, acc[p][b]);           \
+            for (int b = 0; b < NB; b++) FASTDL_STOREV(V, &tile[p][b * L], acc[p][b]);  \
+        for (int c = 0; c < NB * L; c++) {                                             \
+            REAL* dst = out_row + ow * pix_stride + (oc + c) * chan_stride;            \
+            for (int p = 0; p < P; p++) dst[p * pix_stride] = tile[p][c];              \
+        }                                                                              \
+    } while (0)
+
+/* channels-first (pix_stride 1), P == L: each chunk b of acc is an L x L (pixel x
+ * channel) matrix; transposed in registers, its rows are channels' runs of L consecutive
+ * pixels, one vector store each. The transpose swaps the off-diagonal h x h blocks of
+ * every 2h x 2h block, h = L/2 .. 1 (log2(L) rounds of two-input shuffles). */
+/* lane j of the two results of a round, as indices into the concatenation (lo, hi);
+ * taken mod 2L so rounds that never run (h >= L) still compile under Clang */
+#define SWAP_LO(j, h, L) ((((j) & (h)) ? (L) + (j) - (h) : (j)) % (2 * (L)))
+#define SWAP_HI(j, h, L) ((((j) & (h)) ? (L) + (j) : (j) + (h)) % (2 * (L)))
+#define LANE_LIST(L, F, h) LANE_LIST_(L, F, h)
+#define LANE_LIST_(L, F, h) LANE_LIST_##L(F, h)
+#define LANE_LIST_2(F, h) F(0, h, 2), F(1, h, 2)
+#define LANE_LIST_4(F, h) F(0, h, 4), F(1, h, 4), F(2, h, 4), F(3, h, 4)
+#define LANE_LIST_8(F, h) F(0, h, 8), F(1, h, 8), F(2, h, 8), F(3, h, 8), F(4, h, 8),     \
+                          F(5, h, 8), F(6, h, 8), F(7, h, 8)
+#define LANE_LIST_16(F, h) F(0, h, 16), F(1, h, 16), F(2, h, 16), F(3, h, 16),            \
+                           F(4, h, 16), F(5, h, 16), F(6, h, 16), F(7, h, 16),            \
+                           F(8, h, 16), F(9, h, 16), F(10, h, 16), F(11, h, 16),          \
+                           F(12, h, 16), F(13, h, 16), F(14, h, 16), F(15, h, 16)
+/* two-input shuffle with constant lane indices: GCC's __builtin_shuffle takes them as a
+ * vector, Clang's __builtin_shufflevector as arguments (GCC has that only from 12 on) */
+#if defined(__clang__)
+#define SHUFFLE2(V, L, a, b, F, h) __builtin_shufflevector(a, b, LANE_LIST(L, F, h))
+#else
+#define SHUFFLE2(V, L, a, b, F, h)                                                         \
+    ({                                                                                 \
+        typedef REAL_INDEX index_t_ __attribute__((vector_size(sizeof(V))));           \
+        __builtin_shuffle(a, b, (index_t_){LANE_LIST(L, F, h)});                       \
+    })
+#endif
+/* one round; rounds with h >= L do nothing */
+#define TRANSPOSE_ROUND(V, L, b, h)                                                        \
+    for (int i = 0; i + (h) < (L); i++)                                                \
+        if (!(i & (h))) {                                                              \
+            V lo_ = acc[i][b], hi_ = acc[i + (h)][b];                                  \
+            acc[i][b] = SHUFFLE2(V, L, lo_, hi_, SWAP_LO, h);                          \
+            acc[i + (h)][b] = SHUFFLE2(V, L, lo_, hi_, SWAP_HI, h);                    \
+        }
+#define STORE_TRANSPOSED(P, NB, V, L)                                                      \
+    for (int b = 0; b < NB; b++) {                                                     \
+        TRANSPOSE_ROUND(V, L, b, 8)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 4)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 2)                                                    \
+        TRANSPOSE_ROUND(V, L, b, 1)                                                    \
+        for (int c = 0; c < L; c++)                                                    \
+            FASTDL_STOREV(V, out_row + ow + (oc + b * L + c) * chan_stride, acc[c][b]); \
+    }
+
+/* Channels oc .. oc + NB * L of the whole row, P pixels at a time (rows narrower than P:
+ * one pixel at a time, stored by NARROW_STORE). When out_w is not a multiple of P the last
+ * block is moved back to end at the row's end: it recomputes (the same values) up to
+ * P - 1 pixels, which costs less than one-pixel blocks, whose NB accumulator chains leave
+ * the FMA units waiting on latency. */
+#define CHANNEL_BLOCK(P, NB, V, L, STORE, NARROW_STORE)                                    \
+    do {                                                                               \
+        if (out_w >= P) {                                                              \
+            for (ptrdiff_t ow = 0;; ow += P) {                                         \
+                if (ow + P > out_w) ow = out_w - P;                                    \
+                BLOCK_BODY(P, NB, V, L, STORE);                                        \
+                if (ow + P == out_w) break;                                            \
+            }                                                                          \
+        } else {                                                                       \
+            for (ptrdiff_t ow = 0; ow < out_w; ow++)                                   \
+                BLOCK_BODY(1, NB, V, L, NARROW_STORE);                                 \
+        }                                                                              \
     } while (0)
 
 TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,
-                          ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step, const ptrdiff_t* koff,
-                          ptrdiff_t k_total)
+                          ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step,
+                          const ptrdiff_t* koff, ptrdiff_t k_total, ptrdiff_t pix_stride,
+                          ptrdiff_t chan_stride)
 {
-    ptrdiff_t ow = 0;
-    /* 6 pixels x 2 vectors: 12 accumulators + 2 weight vectors + 1 broadcast fit the
-     * 16 vector registers of AVX2 (and of SSE2, where each VEC is two registers the
-     * compiler spills a little). */
-    for (; ow + 6 <= out_w; ow += 6) {
-        const REAL* x_pix = x_row + ow * pixel_step;
-        REAL* out_pix = out_row + ow * out_c;
-        ptrdiff_t oc = 0;
-        for (; oc + 2 * LANES <= out_c; oc += 2 * LANES) BLOCK_BODY(6, 2, VEC, LANES);
-        for (; oc + LANES <= out_c; oc += LANES) BLOCK_BODY(6, 1, VEC, LANES);
-        for (; oc < out_c; oc++) BLOCK_BODY(6, 1, REAL, 1);
+    ptrdiff_t oc = 0;
+    if (chan_stride == 1) {
+#if P_WIDE > 0
+        /* pixels outer here, so a wide out_c (fp64: 2+ blocks of 4 vectors) is still
+         * written as one sequential stream (channel blocks outer: 13% slower, fp64
+         * 3->64 3x3) */
+        const ptrdiff_t wide_end = out_c - out_c % (4 * LANES);
+        if (wide_end > 0 && out_w >= P_WIDE) {
+            for (ptrdiff_t ow = 0;; ow += P_WIDE) {
+                if (ow + P_WIDE > out_w) ow = out_w - P_WIDE;
+                for (oc = 0; oc < wide_end; oc += 4 * LANES)
+                    BLOCK_BODY(P_WIDE, 4, VEC, LANES, STORE_VECTORS);
+                if (ow + P_WIDE == out_w) break;
+            }
+            oc = wide_end;
+        }
+        for (; oc + 4 * LANES <= out_c; oc += 4 * LANES)
+            CHANNEL_BLOCK(P_WIDE, 4, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
+#endif
+        for (; oc + 2 * LANES <= out_c; oc += 2 * LANES)
+            CHANNEL_BLOCK(P_PAIR, 2, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
+        for (; oc + LANES <= out_c; oc += LANES)
+            CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_VECTORS, STORE_VECTORS);
+#ifdef HALF_VEC
+        for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
+            CHANNEL_BLOCK(P_ONE, 1, HALF_VEC, HALF_LANES, STORE_VECTORS, STORE_VECTORS);
+#endif
+    } else if (pix_stride == 1) {
+        if (out_w >= LANES) {
+            for (; oc + NB_FIRST * LANES <= out_c; oc += NB_FIRST * LANES)
+                CHANNEL_BLOCK(LANES, NB_FIRST, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
+            for (; oc + LANES <= out_c; oc += LANES)
+                CHANNEL_BLOCK(LANES, 1, VEC, LANES, STORE_TRANSPOSED, STORE_TILE);
+        }
+#ifdef HALF_VEC
+        if (out_w >= HALF_LANES)
+            for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
+                CHANNEL_BLOCK(HALF_LANES, 1, HALF_VEC, HALF_LANES, STORE_TRANSPOSED, STORE_TILE);
+#endif
     }
-    for (; ow < out_w; ow++) {
-        const REAL* x_pix = x_row + ow * pixel_step;
-        REAL* out_pix = out_row + ow * out_c;
-        ptrdiff_t oc = 0;
-        for (; oc + 2 * LANES <= out_c; oc += 2 * LANES) BLOCK_BODY(1, 2, VEC, LANES);
-        for (; oc + LANES <= out_c; oc += LANES) BLOCK_BODY(1, 1, VEC, LANES);
-        for (; oc < out_c; oc++) BLOCK_BODY(1, 1, REAL, 1);
-    }
+    /* what is left: narrow rows or strided output, and the last channels */
+    for (; oc + LANES <= out_c; oc += LANES)
+        CHANNEL_BLOCK(P_ONE, 1, VEC, LANES, STORE_TILE, STORE_TILE);
+#ifdef HALF_VEC
+    for (; oc + HALF_LANES <= out_c; oc += HALF_LANES)
+        CHANNEL_BLOCK(P_ONE, 1, HALF_VEC, HALF_LANES, STORE_TILE, STORE_TILE);
+#endif
+    for (; oc < out_c; oc++) CHANNEL_BLOCK(P_ONE, 1, REAL, 1, STORE_TILE, STORE_TILE);
 }
 
 #undef BLOCK_BODY
+#undef STORE_VECTORS
+#undef STORE_TILE
+#undef SWAP_LO
+#undef SWAP_HI
+#undef LANE_LIST
+#undef LANE_LIST_
+#undef LANE_LIST_2
+#undef LANE_LIST_4
+#undef LANE_LIST_8
+#undef LANE_LIST_16
+#undef SHUFFLE2
+#undef TRANSPOSE_ROUND
+#undef STORE_TRANSPOSED
+#undef CHANNEL_BLOCK

@@ -11,7 +11,9 @@ import pytest
 
 import fastdl
 from fastdl import _conv_plan
+from fastdl._dispatch import kernels
 
+from conftest import require
 from helpers import assert_close
 
 # (nd, batch shape or None for unbatched, C_in, C_out, spatial, kernel, stride, padding,
@@ -173,23 +175,29 @@ def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype,
     assert_close(got, expected, dtype)
 
 
-def test_numba_channels_first_out_only_on_small_path(monkeypatch):
-    numba_conv = pytest.importorskip("fastdl._numba.conv")
-    monkeypatch.setattr(_conv_plan, "SMALL_MAX_REDUCTION", 0)
-    xp = np.zeros((1, 1, 6, 6, 4), np.float32)
-    w = np.zeros((1, 3, 3, 4, 8), np.float32)
-    out = np.empty((1, 8, 1, 4, 4), np.float32)
-    with pytest.raises(ValueError, match="SMALL"):
-        numba_conv.conv_ndhwc(xp, w, np.zeros(8, np.float32), out, (1, 1, 1), (1, 1, 1), 1, 1,
-                              True)
+# Wider output channel counts for the SMALL kernel's block shapes: 72 = AVX-512 fp32's
+# 4-vector block + a half vector; 59 = 2-vector, 1-vector, half-vector and scalar leftovers
+# in every build; output widths below and between the block widths (6 and 12 pixels).
+SMALL_BUILD_CASES = [c for c in CASES if c[9] == 1][:6] + [
+    (2, 2, 5, 72, (7, 15), (3, 3), 1, 1, 1, 1),
+    (2, 1, 3, 59, (4, 26), (3, 3), 1, 1, 1, 1),
+    (1, 2, 3, 59, (5,), (3,), 1, 1, 1, 1),
+]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1][:6],
+@pytest.mark.parametrize("layout", ["last", "first"])
+@pytest.mark.parametrize("build", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("case", SMALL_BUILD_CASES,
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
-def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monkeypatch):
-    """The Cython SMALL kernel is compiled twice (generic and AVX2+FMA, chosen by CPU);
-    the AVX2 build runs in the tests above where the CPU has it, this runs the other."""
+def test_small_path_c_builds_match_torch(case, build, layout, dtype, torch, rng, monkeypatch):
+    """The Cython SMALL kernel is compiled generic, for AVX2+FMA and for AVX-512 (chosen
+    by CPU); the tests above run the best build this CPU has, this runs each of them, with
+    both output layouts."""
     cy_conv = pytest.importorskip("fastdl._cy.conv")
+    if build == "avx512" and build not in cy_conv._small_builds_available():
+        pytest.skip("this CPU has no AVX-512")  # a CPU without it is no build failure
+    require(build in cy_conv._small_builds_available(),
+            f"the {build} build of the SMALL kernel is not available on this CPU")
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
     for name, value in PATHS["small"].items():
         monkeypatch.setattr(_conv_plan, name, value)
@@ -201,16 +209,37 @@ def test_small_path_generic_c_build_matches_torch(case, dtype, torch, rng, monke
     w = rng.standard_normal(kernel + (c_in, c_out))
     b = rng.standard_normal(c_out)
     expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, 1)
+    if layout == "first":
+        x, expected = np.moveaxis(x, -1, 1), np.moveaxis(expected, -1, 1)
+        w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
+    if batch is None:
+        x, expected = x[0], expected[0]
+    layout_arg = {"layout": CHANNELS_FIRST[nd]} if layout == "first" else {}
     saved = cy_conv._small_kernel_build()
-    cy_conv._small_kernel_build(False)
+    cy_conv._small_kernel_build(build)
     try:
         got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                            stride=stride, padding=padding,
-                                            dilation=dilation, backend="cython")
+                                            stride=stride, padding=padding, dilation=dilation,
+                                            backend="cython", **layout_arg)
     finally:
         cy_conv._small_kernel_build(saved)
     assert np.isnan(expected).any() and np.isfinite(expected).any()
     assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("compiled", ["numba", "cython"])
+def test_channels_first_output_only_on_the_small_path(compiled, rng):
+    """The kernels write channels-first output only on the SMALL path; asked for it on
+    another path they refuse rather than write a wrong layout."""
+    status = fastdl.backends()[compiled]
+    require(status == "available", f"backend {compiled} is unavailable: {status}")
+    module = kernels("conv", compiled)
+    xp = rng.standard_normal((1, 1, 6, 6, 32)).astype(np.float32)
+    w = rng.standard_normal((1, 3, 3, 32, 128)).astype(np.float32)  # 128 > SMALL_MAX_OUT
+    out = np.empty((1, 128, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="SMALL"):
+        module.conv_ndhwc(xp, w, np.zeros(128, np.float32), out, (1, 1, 1), (1, 1, 1), 1, 1,
+                          True)
 
 
 @pytest.mark.parametrize("path", ["shifted", "im2col"])
