@@ -30,15 +30,18 @@ import numpy as np
 
 DIRECT, SHIFTED, IM2COL, SMALL = 0, 1, 2, 3
 
-# SMALL: groups == 1, C_in * taps at most this, and SMALL_MIN_OUT..SMALL_MAX_OUT output
-# channels (fewer: vector lanes idle; more: GEMM reuses each patch better). The SMALL
-# kernel keeps a 6-pixel x 16-channel output block in registers through the whole
-# reduction, reading a (reduction x 64 bytes) weight panel per block; up to 1024 that panel
-# stays in L1/L2 and the kernel beats per-tap BLAS GEMMs (one thread, AVX2, fp32:
-# 64->64 3x3 94 vs 65 GFLOP/s, conv3d 32->32 3^3 (864) 28 vs 35 ms; 128->128 3x3 (1152)
-# 73 vs 78 GFLOP/s, so GEMM from there on).
+# SMALL: groups == 1, C_in * taps at most this, and at most SMALL_MAX_OUT output channels
+# (more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
+# output channels in registers through the whole reduction (C: 6 px x 16 ch on AVX2, 4 x 64
+# / 8 x 32 / 8 x 16 on AVX-512; numba: 4 x 16, 8 x 16 for float32 on AVX-512 hosts), reading
+# a (reduction x block width) weight panel per block; up to 1024 that panel stays in L1/L2
+# and the kernel beats per-tap BLAS GEMMs (one thread, AVX2, fp32: 64->64 3x3 94 vs 65
+# GFLOP/s, conv3d 32->32 3^3 (864) 28 vs 35 ms; 128->128 3x3 (1152) 73 vs 78 GFLOP/s, so
+# GEMM from there on). Fewer than 8 output channels leave vector lanes idle but still beat
+# DIRECT (2 threads, fp32, cython / numba: N4 8->1 64^2 3x3 0.18 / 1.9 ms vs 1.8 / 2.1;
+# N8 16->4 56^2 1.5 / 6.5 vs 5.9 / 6.6 ms), so there is no lower bound.
 SMALL_MAX_REDUCTION = 1024
-SMALL_MIN_OUT, SMALL_MAX_OUT = 8, 64
+SMALL_MIN_OUT, SMALL_MAX_OUT = 1, 64
 
 # Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
 GEMM_MIN_OUT_PER_GROUP = 8
