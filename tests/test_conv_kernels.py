@@ -175,6 +175,47 @@ def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype,
     assert_close(got, expected, dtype)
 
 
+# Output channel counts whose last 1-7 channels no full or half chunk covers (numba's
+# _small_rest_channels, one inlined block per count), on rows with and without pixels
+# past the last 8-pixel block.
+LEFTOVER_CHANNEL_CASES = [
+    (2, 2, 3, c_out, (5, width), (3, 3), 1, 1, 1, 1)
+    for c_out, width in ((1, 19), (2, 8), (3, 11), (4, 16), (5, 3), (6, 21), (7, 9))
+] + [
+    (2, 1, 4, 23, (4, 13), (3, 3), 1, 1, 1, 1),          # chunk + 7
+    (1, 2, 5, 29, (20,), (3,), 1, 1, 1, 1),               # chunk + half + 5
+    (3, 1, 4, 4, (4, 8, 8), (3, 3, 3), 1, 1, 1, 1),       # the small conv3d bench row
+    (2, 1, 2, 3, (9, 12), (2, 2), 2, 0, 1, 1),            # strided
+]
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("case", LEFTOVER_CHANNEL_CASES,
+                         ids=lambda c: f"{c[0]}d-s{c[6]}-w{c[4][-1]}-co{c[3]}")
+def test_small_path_leftover_channels_match_torch(case, wide, backend, dtype, torch, rng,
+                                                  monkeypatch):
+    """SMALL path, channels-last, out_c with 1-7 leftover channels, every backend (numba
+    with both of its block shapes)."""
+    if backend == "numba":
+        numba_conv = pytest.importorskip("fastdl._numba.conv")
+        monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
+    elif wide:
+        pytest.skip("one block shape per build outside numba")
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    x = rng.standard_normal((batch,) + spatial + (c_in,))
+    w = rng.standard_normal(kernel + (c_in, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, 1)
+    got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                        stride=stride, padding=padding, dilation=dilation,
+                                        backend=backend)
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, expected, dtype)
+
+
 # Wider output channel counts for the SMALL kernel's block shapes: 72 = AVX-512 fp32's
 # 4-vector block + a half vector; 59 = 2-vector, 1-vector, half-vector and scalar leftovers
 # in every build; output widths below and between the block widths (6 and 12 pixels).

@@ -152,8 +152,12 @@ def _conv_direct(x, w, bias, out, dims, threads):
 #   10-45% slower, so float64 stays NARROW.
 _NARROW_PIXELS, _NARROW_CHUNK = 4, 16
 _WIDE_PIXELS, _WIDE_CHUNK = 8, 16
+# Block width of the channels the blocks leave over (1 to 7; _rest_block): 8 pixels
+# matched the C kernel (N4 8->1 64^2 3x3, one thread, 269 vs 270 us; 16 pixels 320 us;
+# N8 16->4 56^2 2.8 vs 4.1 ms).
+_REST_PIXELS = 8
 _SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK)
-_MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS)
+_MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS, _REST_PIXELS)
 
 
 def _target_has_avx512():
@@ -187,24 +191,30 @@ _stack_accumulators = _stack_buffer(_SMALL_ACC)
 _stack_inputs = _stack_buffer(_MAX_PIXELS)
 
 
-@intrinsic
-def _prefetch_for_write(typingctx, array, index):
-    """Hint that the cache line of array[index] is about to be written (prefetchw; never
-    faults, so index may lie past the end)."""
-    def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        base = context.make_array(array_type)(context, builder, args[0]).data
-        offset = context.cast(builder, args[1], index_type, types.int64)
-        ptr = builder.bitcast(builder.gep(base, [offset]), ir.IntType(8).as_pointer())
-        int32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, int32, int32, int32]),
-            "llvm.prefetch.p0i8")
-        # write, keep in all cache levels, data cache
-        builder.call(fn, [ptr, ir.Constant(int32, 1), ir.Constant(int32, 3),
-                          ir.Constant(int32, 1)])
-        return context.get_dummy_value()
-    return types.void(array, index), codegen
+def _prefetch_intrinsic(write):
+    """An intrinsic: prefetch the cache line of array[index] for writing or reading
+    (prefetchw / prefetcht0; never faults, so index may lie past the end)."""
+    @intrinsic
+    def prefetch(typingctx, array, index):
+        def codegen(context, builder, signature, args):
+            array_type, index_type = signature.args
+            base = context.make_array(array_type)(context, builder, args[0]).data
+            offset = context.cast(builder, args[1], index_type, types.int64)
+            ptr = builder.bitcast(builder.gep(base, [offset]), ir.IntType(8).as_pointer())
+            int32 = ir.IntType(32)
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, int32, int32, int32]),
+                "llvm.prefetch.p0i8")
+            # read/write, keep in all cache levels, data cache
+            builder.call(fn, [ptr, ir.Constant(int32, int(write)), ir.Constant(int32, 3),
+                              ir.Constant(int32, 1)])
+            return context.get_dummy_value()
+        return types.void(array, index), codegen
+    return prefetch
+
+
+_prefetch_for_write = _prefetch_intrinsic(True)
+_prefetch_for_read = _prefetch_intrinsic(False)
 
 
 @njit_serial(inline="always")
@@ -244,40 +254,112 @@ def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, p
 def _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, pixels,
                chunk):
     """One channels-last output row: blocks of `pixels` pixels x (chunk, then chunk // 2)
-    channels, then what the blocks leave over."""
+    channels (one-pixel blocks for the pixels past the last full block), then the
+    channels those leave over (_small_rest_channels)."""
     blocked_w = out_w - out_w % pixels
-    oc_rest = 0
+    oc_rest = out_c - out_c % chunk
+    if out_c - oc_rest >= chunk // 2:
+        oc_rest += chunk // 2
     for ow in range(0, blocked_w, pixels):
         x_pix = x_row + ow * pixel_step
         out_pix = out_row + ow * out_c
-        oc = 0
-        while oc + chunk <= out_c:
+        for oc in range(0, out_c - chunk + 1, chunk):
             _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
                          pixels, chunk)
-            oc += chunk
-        if oc + chunk // 2 <= out_c:
+        if oc_rest % chunk != 0:
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c,
+                         oc_rest - chunk // 2, pixels, chunk // 2)
+    for ow in range(blocked_w, out_w):
+        x_pix = x_row + ow * pixel_step
+        out_pix = out_row + ow * out_c
+        for oc in range(0, out_c - chunk + 1, chunk):
             _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
-                         pixels, chunk // 2)
-            oc += chunk // 2
-        oc_rest = oc
-    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, 0, blocked_w,
-                oc_rest)
-    _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, blocked_w, out_w, 0)
+                         1, chunk)
+        if oc_rest % chunk != 0:
+            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c,
+                         oc_rest - chunk // 2, 1, chunk // 2)
+    if oc_rest < out_c:
+        _small_rest_channels(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w,
+                             out_c, oc_rest)
+
+
+
+
+@njit_serial(inline="always")
+def _rest_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels,
+                channels):
+    """out[`pixels` pixels from out_pix, oc .. oc+channels]: as _small_block, with the
+    accumulators channel-major, so each channel's pixels form one vector (the few
+    channels would fill a fraction of a pixel-major vector)."""
+    acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
+    inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
+    for o in range(channels):
+        v = bias[oc + o]
+        for p in range(pixels):
+            acc[o * pixels + p] = v
+    for k in range(koff.shape[0]):
+        w_row = k * out_c + oc
+        xk = x_pix + koff[k]
+        # The next block's first input of this tap. The call also keeps LLVM from
+        # vectorising this tap loop instead of the pixels (with gathers and a horizontal
+        # sum at the end, measured 2.4x slower for one channel).
+        _prefetch_for_read(x, xk + pixels * pixel_step)
+        for p in range(pixels):
+            inputs[p] = x[_u(xk + p * pixel_step)]
+        for o in range(channels):
+            wv = w[_u(w_row + o)]
+            for p in range(pixels):
+                acc[o * pixels + p] += inputs[p] * wv
+    for p in range(pixels):
+        for o in range(channels):
+            out[_u(out_pix + p * out_c + oc + o)] = acc[o * pixels + p]
+
+
+@njit_serial(inline="always")
+def _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc,
+              channels):
+    """Channels oc .. oc+channels of a row: _REST_PIXELS-pixel blocks, then single
+    pixels."""
+    blocked_w = out_w - out_w % _REST_PIXELS
+    for ow in range(0, blocked_w, _REST_PIXELS):
+        _rest_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
+                    out_row + ow * out_c, out_c, oc, _REST_PIXELS, channels)
+    for ow in range(blocked_w, out_w):
+        _rest_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
+                    out_row + ow * out_c, out_c, oc, 1, channels)
 
 
 @njit_serial
-def _small_rest(x, w, bias, out, koff, x_row, pixel_step, out_row, out_c, ow_begin, ow_end,
-                oc_begin):
-    """The pixels and channels the blocks leave over, accumulated in out itself."""
-    for ow in range(ow_begin, ow_end):
-        dst = out_row + ow * out_c
-        for o in range(oc_begin, out_c):
-            out[_u(dst + o)] = bias[o]
-        for k in range(koff.shape[0]):
-            a = x[_u(x_row + ow * pixel_step + koff[k])]
-            w_row = k * out_c
-            for o in range(oc_begin, out_c):
-                out[_u(dst + o)] += a * w[_u(w_row + o)]
+def _small_rest_channels(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                         oc_begin):
+    """Channels oc_begin .. out_c (1 to 7 of them) of a row. Each count gets its own
+    inlined copy with the count a constant, so LLVM keeps the block in registers (a
+    scalar loop accumulating in out was 3-10x slower than the C kernel on out_c < 8).
+    Not inlined into _conv_small: one compiled copy serves both block shapes."""
+    channels = out_c - oc_begin
+    if channels == 1:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  1)
+    elif channels == 2:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  2)
+    elif channels == 3:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  3)
+    elif channels == 4:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  4)
+    elif channels == 5:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  5)
+    elif channels == 6:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  6)
+    elif channels == 7:
+        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
+                  7)
+    else:  # never: the blocks leave fewer than half a chunk
+        raise ValueError("_small_rest_channels: 1 to 7 channels")
 
 
 # Lane masks of an 8 x 8 transpose in three rounds of two-input shuffles: pairs of rows
