@@ -176,8 +176,8 @@ def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype,
 
 
 # Output channel counts whose last 1-7 channels no full or half chunk covers (numba's
-# _small_rest_channels, one inlined block per count), on rows with and without pixels
-# past the last 8-pixel block.
+# _small_rest_channels, one inlined block per count), on rows with and without a
+# partial last block (numba's blocks of 4, 8 and 16 pixels).
 LEFTOVER_CHANNEL_CASES = [
     (2, 2, 3, c_out, (5, width), (3, 3), 1, 1, 1, 1)
     for c_out, width in ((1, 19), (2, 8), (3, 11), (4, 16), (5, 3), (6, 21), (7, 9))
@@ -186,6 +186,7 @@ LEFTOVER_CHANNEL_CASES = [
     (1, 2, 5, 29, (20,), (3,), 1, 1, 1, 1),               # chunk + half + 5
     (3, 1, 4, 4, (4, 8, 8), (3, 3, 3), 1, 1, 1, 1),       # the small conv3d bench row
     (2, 1, 2, 3, (9, 12), (2, 2), 2, 0, 1, 1),            # strided
+    (2, 2, 3, 8, (3, 21), (3, 3), 1, 1, 1, 1),            # half chunk only, partial block
 ]
 
 

@@ -3,7 +3,10 @@
 The SMALL path can also write channels-first output (``channels_first_out``): each
 output row is computed channels-last into a per-thread L1-sized buffer and transposed
 out 8 x 8 at a time. Its register block is 8 pixels x 16 channels for float32 on
-AVX-512 targets, 4 x 16 otherwise (see _NARROW_PIXELS).
+AVX-512 targets, 4 x 16 otherwise (see _NARROW_PIXELS); a leftover half chunk of 8
+channels runs in blocks of 16 pixels x 8, and the last 1-7 channels the same way on
+zero-padded weights, storing only the real ones. A row's last, partial block of each
+shape recomputes its last pixel in the missing places and stores only the real pixels.
 
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
 compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
@@ -152,12 +155,17 @@ def _conv_direct(x, w, bias, out, dims, threads):
 #   10-45% slower, so float64 stays NARROW.
 _NARROW_PIXELS, _NARROW_CHUNK = 4, 16
 _WIDE_PIXELS, _WIDE_CHUNK = 8, 16
-# Block width of the channels the blocks leave over (1 to 7; _rest_block): 8 pixels
-# matched the C kernel (N4 8->1 64^2 3x3, one thread, 269 vs 270 us; 16 pixels 320 us;
-# N8 16->4 56^2 2.8 vs 4.1 ms).
-_REST_PIXELS = 8
-_SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK)
-_MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS, _REST_PIXELS)
+# Both shapes leave the same half chunk and leftovers (_small_row).
+assert _NARROW_CHUNK == _WIDE_CHUNK
+_HALF_CHUNK = _WIDE_CHUNK // 2
+# Block width of the half chunk (8 channels, also the leftover 1-7 zero-padded): with 4 or 8 pixels the block is small
+# enough for LLVM to unroll its channel loop fully, after which it stays scalar or
+# vectorises the tap loop with gathers (3->8 3x3 16^2, float32, one thread: 15.9 us
+# against 3.2 us for 3->16); 16 pixels keep one vector per pixel.
+_HALF_PIXELS = 16
+_SMALL_ACC = max(_NARROW_PIXELS * _NARROW_CHUNK, _WIDE_PIXELS * _WIDE_CHUNK,
+                 _HALF_PIXELS * _HALF_CHUNK)
+_MAX_PIXELS = max(_NARROW_PIXELS, _WIDE_PIXELS, _HALF_PIXELS)
 
 
 def _target_has_avx512():
@@ -214,20 +222,30 @@ def _prefetch_intrinsic(write):
 
 
 _prefetch_for_write = _prefetch_intrinsic(True)
-_prefetch_for_read = _prefetch_intrinsic(False)
 
 
 @njit_serial(inline="always")
 def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels, chunk):
     """out[`pixels` pixels from out_pix, oc .. oc+chunk]
     = bias + sum_k x[pixel + koff[k]] * w[k]."""
+    _block(x, w, out_c, oc, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels,
+           pixels, chunk, chunk)
+
+
+@njit_serial(inline="always")
+def _block(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
+           pixels, valid, chunk, stored):
+    """out[`valid` pixels from out_pix, oc .. oc+stored] = the first `stored` of `chunk`
+    channels computed from weight columns w_oc .. w_oc+chunk (rows w_stride apart) and
+    bias[w_oc ..]. The block computes `pixels` pixels (a constant) whatever `valid`
+    (1 .. pixels): the ones past `valid` repeat the last valid pixel and are not stored."""
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
     inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
     # Pixel loops innermost: LLVM unrolls them fully and vectorises the channel loop
     # (with the channel loop innermost it unrolled that one instead and left the code
     # scalar: 13x slower, measured).
     for o in range(chunk):
-        v = bias[oc + o]
+        v = bias[w_oc + o]
         for p in range(pixels):
             acc[p * chunk + o] = v
     # The next block along the row writes these lines: fetch them while this one
@@ -236,128 +254,119 @@ def _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, p
     for p in range(pixels):
         _prefetch_for_write(out, out_pix + (pixels + p) * out_c + oc)
     for k in range(koff.shape[0]):
-        w_row = k * out_c + oc
+        w_row = k * w_stride + w_oc
         xk = x_pix + koff[k]
         for p in range(pixels):
-            inputs[p] = x[_u(xk + p * pixel_step)]
+            inputs[p] = x[_u(xk + min(p, valid - 1) * pixel_step)]
         # one input value per pixel, broadcast against the weight row
         for o in range(chunk):
             wv = w[_u(w_row + o)]
             for p in range(pixels):
                 acc[p * chunk + o] += inputs[p] * wv
     for p in range(pixels):
-        for o in range(chunk):
-            out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
+        if p < valid:
+            for o in range(stored):
+                out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
 
 
 @njit_serial(inline="always")
-def _small_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, pixels,
-               chunk):
-    """One channels-last output row: blocks of `pixels` pixels x (chunk, then chunk // 2)
-    channels (one-pixel blocks for the pixels past the last full block), then the
-    channels those leave over (_small_rest_channels)."""
+def _small_row(x, w, bias, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
+               out_c, pixels, chunk):
+    """One channels-last output row: blocks of `pixels` pixels x chunk channels, then
+    _HALF_PIXELS pixels x chunk // 2 channels, then the channels those leave over
+    (_small_rest_channels). The pixels past the last full block of each go through one
+    block of the same shape that stores only them (one-pixel blocks instead, whose
+    chains of one FMA per tap wait on latency: conv3d 4->4 3^3 on 4x8x8, 59 vs 25 us)."""
     blocked_w = out_w - out_w % pixels
     oc_rest = out_c - out_c % chunk
-    if out_c - oc_rest >= chunk // 2:
-        oc_rest += chunk // 2
+    half = out_c - oc_rest >= chunk // 2
     for ow in range(0, blocked_w, pixels):
-        x_pix = x_row + ow * pixel_step
-        out_pix = out_row + ow * out_c
-        for oc in range(0, out_c - chunk + 1, chunk):
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
-                         pixels, chunk)
-        if oc_rest % chunk != 0:
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c,
-                         oc_rest - chunk // 2, pixels, chunk // 2)
-    for ow in range(blocked_w, out_w):
-        x_pix = x_row + ow * pixel_step
-        out_pix = out_row + ow * out_c
-        for oc in range(0, out_c - chunk + 1, chunk):
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc,
-                         1, chunk)
-        if oc_rest % chunk != 0:
-            _small_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c,
-                         oc_rest - chunk // 2, 1, chunk // 2)
+        for oc in range(0, oc_rest, chunk):
+            _small_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
+                         out_row + ow * out_c, out_c, oc, pixels, chunk)
+    if blocked_w < out_w:
+        for oc in range(0, oc_rest, chunk):
+            _block(x, w, out_c, oc, bias, out, koff, x_row + blocked_w * pixel_step,
+                   pixel_step, out_row + blocked_w * out_c, out_c, oc, pixels,
+                   out_w - blocked_w, chunk, chunk)
+    if half:
+        half_w = out_w - out_w % _HALF_PIXELS
+        for ow in range(0, half_w, _HALF_PIXELS):
+            _small_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
+                         out_row + ow * out_c, out_c, oc_rest, _HALF_PIXELS, chunk // 2)
+        if half_w < out_w:
+            _block(x, w, out_c, oc_rest, bias, out, koff, x_row + half_w * pixel_step,
+                   pixel_step, out_row + half_w * out_c, out_c, oc_rest, _HALF_PIXELS,
+                   out_w - half_w, chunk // 2, chunk // 2)
+        oc_rest += chunk // 2
     if oc_rest < out_c:
-        _small_rest_channels(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w,
+        _small_rest_channels(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
                              out_c, oc_rest)
 
 
+@njit_serial
+def _padded_rest_weights(w, bias, out_c, lanes):
+    """The last out_c % lanes weight columns and biases, zero-padded to `lanes` columns:
+    the leftover channels run as a half chunk (_small_rest_channels)."""
+    channels = out_c % lanes
+    k_total = w.shape[0] // out_c
+    w_pad = np.zeros(k_total * lanes if channels else 0, w.dtype)
+    b_pad = np.zeros(lanes, bias.dtype)
+    if channels:
+        first = out_c - channels
+        for k in range(k_total):
+            for o in range(channels):
+                w_pad[k * lanes + o] = w[k * out_c + first + o]
+        for o in range(channels):
+            b_pad[o] = bias[first + o]
+    return w_pad, b_pad
 
 
 @njit_serial(inline="always")
-def _rest_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, out_c, oc, pixels,
-                channels):
-    """out[`pixels` pixels from out_pix, oc .. oc+channels]: as _small_block, with the
-    accumulators channel-major, so each channel's pixels form one vector (the few
-    channels would fill a fraction of a pixel-major vector)."""
-    acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
-    inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
-    for o in range(channels):
-        v = bias[oc + o]
-        for p in range(pixels):
-            acc[o * pixels + p] = v
-    for k in range(koff.shape[0]):
-        w_row = k * out_c + oc
-        xk = x_pix + koff[k]
-        # The next block's first input of this tap. The call also keeps LLVM from
-        # vectorising this tap loop instead of the pixels (with gathers and a horizontal
-        # sum at the end, measured 2.4x slower for one channel).
-        _prefetch_for_read(x, xk + pixels * pixel_step)
-        for p in range(pixels):
-            inputs[p] = x[_u(xk + p * pixel_step)]
-        for o in range(channels):
-            wv = w[_u(w_row + o)]
-            for p in range(pixels):
-                acc[o * pixels + p] += inputs[p] * wv
-    for p in range(pixels):
-        for o in range(channels):
-            out[_u(out_pix + p * out_c + oc + o)] = acc[o * pixels + p]
-
-
-@njit_serial(inline="always")
-def _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc,
-              channels):
-    """Channels oc .. oc+channels of a row: _REST_PIXELS-pixel blocks, then single
-    pixels."""
-    blocked_w = out_w - out_w % _REST_PIXELS
-    for ow in range(0, blocked_w, _REST_PIXELS):
-        _rest_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
-                    out_row + ow * out_c, out_c, oc, _REST_PIXELS, channels)
-    for ow in range(blocked_w, out_w):
-        _rest_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
-                    out_row + ow * out_c, out_c, oc, 1, channels)
+def _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc,
+              lanes, channels):
+    """Channels oc .. oc+channels of a row as `lanes` zero-padded ones, _HALF_PIXELS-pixel
+    blocks then single pixels; only the real channels are stored."""
+    blocked_w = out_w - out_w % _HALF_PIXELS
+    for ow in range(0, blocked_w, _HALF_PIXELS):
+        _block(x, w_pad, lanes, 0, b_pad, out, koff, x_row + ow * pixel_step, pixel_step,
+               out_row + ow * out_c, out_c, oc, _HALF_PIXELS, _HALF_PIXELS, lanes, channels)
+    if blocked_w < out_w:
+        _block(x, w_pad, lanes, 0, b_pad, out, koff, x_row + blocked_w * pixel_step,
+               pixel_step, out_row + blocked_w * out_c, out_c, oc, _HALF_PIXELS,
+               out_w - blocked_w, lanes, channels)
 
 
 @njit_serial
-def _small_rest_channels(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                         oc_begin):
-    """Channels oc_begin .. out_c (1 to 7 of them) of a row. Each count gets its own
-    inlined copy with the count a constant, so LLVM keeps the block in registers (a
-    scalar loop accumulating in out was 3-10x slower than the C kernel on out_c < 8).
-    Not inlined into _conv_small: one compiled copy serves both block shapes."""
+def _small_rest_channels(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
+                         out_c, oc_begin):
+    """Channels oc_begin .. out_c (1 to 7 of them) of a row, computed as a half chunk of
+    8 on zero-padded weights (the FMAs on padding cost less than narrower blocks: scalar
+    channel-major 8-pixel blocks measured 2-3x slower, 3->4 and 3->13 3x3 16^2). Each
+    count gets its own inlined copy of the stores, the count a constant. Not inlined into
+    _conv_small: one compiled copy serves both block shapes."""
     channels = out_c - oc_begin
     if channels == 1:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  1)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 1)
     elif channels == 2:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  2)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 2)
     elif channels == 3:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  3)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 3)
     elif channels == 4:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  4)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 4)
     elif channels == 5:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  5)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 5)
     elif channels == 6:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  6)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 6)
     elif channels == 7:
-        _rest_row(x, w, bias, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc_begin,
-                  7)
+        _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
+                  oc_begin, _HALF_CHUNK, 7)
     else:  # never: the blocks leave fewer than half a chunk
         raise ValueError("_small_rest_channels: 1 to 7 channels")
 
@@ -443,6 +452,7 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
     pixel_step = sw * in_c
     plane = out_d * out_h * out_w
     rows = n_batch * out_d * out_h
+    w_pad, b_pad = _padded_rest_weights(w, bias, out_c, _HALF_CHUNK)
     # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
     # one row buffer).
     for chunk in prange(threads):
@@ -462,11 +472,11 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
             dst_row = 0 if channels_first else row * out_w * out_c
             # each branch inlines its own copy of the row, its block shape as constants
             if wide:
-                _small_row(x, w, bias, dst, koff, x_row, pixel_step, dst_row, out_w, out_c,
-                           _WIDE_PIXELS, _WIDE_CHUNK)
+                _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_row, pixel_step, dst_row,
+                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
             else:
-                _small_row(x, w, bias, dst, koff, x_row, pixel_step, dst_row, out_w, out_c,
-                           _NARROW_PIXELS, _NARROW_CHUNK)
+                _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_row, pixel_step, dst_row,
+                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
             if channels_first:
                 _row_to_channels_first(buf, out, n * out_c * plane
                                        + (row - n * out_d * out_h) * out_w, plane, out_w,
