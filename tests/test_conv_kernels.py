@@ -190,18 +190,20 @@ LEFTOVER_CHANNEL_CASES = [
 ]
 
 
-@pytest.mark.parametrize("wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("backend, wide", [("numba", False), ("numba", True),
+                                           ("cython", None), ("numpy", None)],
+                         ids=["numba-narrow", "numba-wide", "cython", "numpy"])
 @pytest.mark.parametrize("case", LEFTOVER_CHANNEL_CASES,
                          ids=lambda c: f"{c[0]}d-s{c[6]}-w{c[4][-1]}-co{c[3]}")
-def test_small_path_leftover_channels_match_torch(case, wide, backend, dtype, torch, rng,
+def test_small_path_leftover_channels_match_torch(case, backend, wide, dtype, torch, rng,
                                                   monkeypatch):
     """SMALL path, channels-last, out_c with 1-7 leftover channels, every backend (numba
     with both of its block shapes)."""
+    status = fastdl.backends()[backend]
+    require(status == "available", f"backend {backend} is unavailable: {status}")
     if backend == "numba":
         numba_conv = pytest.importorskip("fastdl._numba.conv")
         monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
-    elif wide:
-        pytest.skip("one block shape per build outside numba")
     for name, value in PATHS["small"].items():
         monkeypatch.setattr(_conv_plan, name, value)
     monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
