@@ -40,6 +40,7 @@
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f32_generic
+#define TRANSPOSE_FN fastdl_transpose_f32_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -47,12 +48,14 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x2
 #define LANES 2
 #define NB_FIRST 6
 #define ROW_FN fastdl_conv_small_row_f64_generic
+#define TRANSPOSE_FN fastdl_transpose_f64_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -60,6 +63,7 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 
 #ifdef FASTDL_HAVE_AVX2_PATH
@@ -70,6 +74,7 @@
 #define LANES 8
 #define NB_FIRST 1
 #define ROW_FN fastdl_conv_small_row_f32_avx2
+#define TRANSPOSE_FN fastdl_transpose_f32_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -77,12 +82,14 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x4
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f64_avx2
+#define TRANSPOSE_FN fastdl_transpose_f64_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -90,6 +97,7 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 #endif
 #undef P_WIDE
@@ -110,6 +118,7 @@
 #define HALF_VEC fastdl_f32x8
 #define HALF_LANES 8
 #define ROW_FN fastdl_conv_small_row_f32_avx512
+#define TRANSPOSE_FN fastdl_transpose_f32_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -119,6 +128,7 @@
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x8
@@ -127,6 +137,7 @@
 #define HALF_VEC fastdl_f64x4
 #define HALF_LANES 4
 #define ROW_FN fastdl_conv_small_row_f64_avx512
+#define TRANSPOSE_FN fastdl_transpose_f64_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -136,6 +147,7 @@
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 #undef P_WIDE
 #undef P_PAIR
@@ -196,5 +208,38 @@ static int fastdl_conv_small_best_isa(void)
 
 FASTDL_CONV_SMALL_DISPATCH(float, f32)
 FASTDL_CONV_SMALL_DISPATCH(double, f64)
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (see
+ * TRANSPOSE_FN in conv_small_body.h), in the build isa. */
+#define FASTDL_TRANSPOSE_DISPATCH(REAL, SUFFIX)                                               \
+    static void fastdl_transpose_##SUFFIX(int isa, const REAL* src, ptrdiff_t src_stride,     \
+                                          REAL* dst, ptrdiff_t dst_stride, ptrdiff_t rows,    \
+                                          ptrdiff_t cols)                                     \
+    {                                                                                         \
+        FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
+        FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
+        fastdl_transpose_##SUFFIX##_generic(src, src_stride, dst, dst_stride, rows, cols);    \
+    }
+#ifdef FASTDL_HAVE_AVX512_PATH
+#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
+    if (isa == FASTDL_ISA_AVX512) {                                                           \
+        fastdl_transpose_##SUFFIX##_avx512(src, src_stride, dst, dst_stride, rows, cols);     \
+        return;                                                                               \
+    }
+#else
+#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)
+#endif
+#ifdef FASTDL_HAVE_AVX2_PATH
+#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
+    if (isa == FASTDL_ISA_AVX2) {                                                             \
+        fastdl_transpose_##SUFFIX##_avx2(src, src_stride, dst, dst_stride, rows, cols);       \
+        return;                                                                               \
+    }
+#else
+#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)
+#endif
+
+FASTDL_TRANSPOSE_DISPATCH(float, f32)
+FASTDL_TRANSPOSE_DISPATCH(double, f64)
 
 #endif

@@ -2,7 +2,7 @@
  * Parameters, #defined by the includer: REAL (float/double), VEC (a GCC vector of REAL),
  * LANES (REAL per VEC), REAL_INDEX (the integer type of REAL's size, for
  * __builtin_shuffle's lane indices),
- * ROW_FN (the function's name), TARGET (a function attribute: empty, or a target("...")
+ * ROW_FN and TRANSPOSE_FN (the functions' names), TARGET (a function attribute: empty, or a target("...")
  * attribute), and the block shapes: P_WIDE pixels for blocks of 4 vectors of channels (0:
  * no such blocks, too few registers), P_PAIR for 2 vectors, P_ONE for one vector and for
  * the channels left over; NB_FIRST: vectors of channels per LANES-pixel block of
@@ -171,6 +171,39 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
         CHANNEL_BLOCK(P_ONE, 1, HALF_VEC, HALF_LANES, STORE_TILE, STORE_TILE);
 #endif
     for (; oc < out_c; oc++) CHANNEL_BLOCK(P_ONE, 1, REAL, 1, STORE_TILE, STORE_TILE);
+}
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: L x L tiles
+ * loaded as L vectors, transposed in registers by the rounds above and stored as L vectors.
+ * A dimension that is not a multiple of L ends with a tile moved back to end at its end
+ * (it rewrites a few values with the same values: a copy, src and dst never overlap); only
+ * dimensions shorter than L are copied value by value. Columns outer: each tile's L
+ * destination rows are written LANES values at a time, in order. */
+TARGET static void TRANSPOSE_FN(const REAL* src, ptrdiff_t src_stride, REAL* dst,
+                                ptrdiff_t dst_stride, ptrdiff_t rows, ptrdiff_t cols)
+{
+    if (rows < LANES || cols < LANES) {
+        for (ptrdiff_t j = 0; j < cols; j++)
+            for (ptrdiff_t i = 0; i < rows; i++) dst[j * dst_stride + i] = src[i * src_stride + j];
+        return;
+    }
+    for (ptrdiff_t j0 = 0;; j0 += LANES) {
+        if (j0 + LANES > cols) j0 = cols - LANES;
+        for (ptrdiff_t i0 = 0;; i0 += LANES) {
+            if (i0 + LANES > rows) i0 = rows - LANES;
+            VEC acc[LANES][1];
+            for (int i = 0; i < LANES; i++)
+                acc[i][0] = FASTDL_LOADV(VEC, src + (i0 + i) * src_stride + j0);
+            TRANSPOSE_ROUND(VEC, LANES, 0, 8)
+            TRANSPOSE_ROUND(VEC, LANES, 0, 4)
+            TRANSPOSE_ROUND(VEC, LANES, 0, 2)
+            TRANSPOSE_ROUND(VEC, LANES, 0, 1)
+            for (int j = 0; j < LANES; j++)
+                FASTDL_STOREV(VEC, dst + (j0 + j) * dst_stride + i0, acc[j][0]);
+            if (i0 + LANES == rows) break;
+        }
+        if (j0 + LANES == cols) break;
+    }
 }
 
 #undef BLOCK_BODY
