@@ -159,7 +159,7 @@ def blas_single_threaded(active=True):
 # of pixels at a time, into a per-thread buffer and transpose it out (numba does so for
 # every length). The channels-last blocks are wider (AVX-512, one thread, fp32, 64->64
 # 3x3, K = 576: 1.98 ms against 2.28 ms for direct channels-first stores).
-FIRST_TILE_MIN_REDUCTION = 64
+FIRST_TILE_MIN_REDUCTION = 192
 # The tile: at most this many bytes (in L1 with the inputs it reads), a multiple of 48
 # pixels (whole blocks for every block width: 4, 6, 8, and the 8 / 16-wide transposes).
 FIRST_TILE_BYTES = 24 * 1024
