@@ -347,10 +347,18 @@ def _transpose(src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols):
             for i in range(rows):
                 dst[_u(dst_off + j * dst_stride + i)] = src[_u(src_off + i * src_stride + j)]
         return
-    for jt in range((cols + 7) // 8):
-        j0 = min(jt * 8, cols - 8)
-        for it in range((rows + 7) // 8):
-            i0 = min(it * 8, rows - 8)
+    # the side whose rows are far apart (channel planes) is walked along its rows in the
+    # inner loop: each of the 8 loads or stores then streams through one plane (the
+    # hardware prefetchers follow it), rather than all planes stepping together
+    rows_outer = src_stride > dst_stride
+    outer_n = rows if rows_outer else cols
+    inner_n = cols if rows_outer else rows
+    for a in range((outer_n + 7) // 8):
+        a0 = min(a * 8, outer_n - 8)
+        for b in range((inner_n + 7) // 8):
+            b0 = min(b * 8, inner_n - 8)
+            i0 = a0 if rows_outer else b0
+            j0 = b0 if rows_outer else a0
             _transpose8(src, src_off + i0 * src_stride + j0, src_stride,
                         dst, dst_off + j0 * dst_stride + i0, dst_stride)
 
