@@ -387,7 +387,9 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
 # Layout changes for channels-first calls. NumPy's copy of a moveaxis view reads (or
 # writes) with a stride of a whole channel plane, one TLB miss per value: 1.6-1.9 ms for
 # an 8x64x56x56 float32 batch, ~10x a plain copy. These work on one (n, d, h) input row or
-# one block of pixels at a time, so both sides stay in L1, and run on all threads.
+# one block of pixels at a time, so both sides stay in L1, run on all threads and move
+# values through the SMALL kernel's in-register transpose (fastdl_transpose_*; a scalar
+# loop: 1.7 ms against 0.34 ms for a 32x16x56x56 float32 input, one thread).
 
 cdef enum:
     PIXEL_BLOCK = 64  # pixels per task of to_channels_first (64 * C values in L1)

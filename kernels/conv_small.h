@@ -17,7 +17,10 @@
  * 4 x 4, 8 x 2, 8 x 1 -- beat 6 x 4 / 12 x 2 / 12 x 1 by 5-15% (64->64 3x3: 2.00 vs 2.13
  * ms, 3->16 5x5 N4: 1.36 vs 1.60 ms) and 3 x 4 / 6 x 2 by more. Channels-first output
  * uses LANES-pixel blocks (the transpose is square): 16 x 1 fp32, 8 x 1 fp64 (8 x 2 and
- * 8 x 3 spill: 1.5-2x slower). */
+ * 8 x 3 spill: 1.5-2x slower); they win on short reductions only, so from
+ * _conv_plan.FIRST_TILE_MIN_REDUCTION on conv.pyx computes a row tile channels-last into
+ * a buffer and moves it out with fastdl_transpose_* (the in-register transpose on its own,
+ * also behind the layout changes). */
 #ifndef FASTDL_CONV_SMALL_H
 #define FASTDL_CONV_SMALL_H
 

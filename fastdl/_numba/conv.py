@@ -1,8 +1,9 @@
 """Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx.
 
 The SMALL path can also write channels-first output (``channels_first_out``): each
-output row is computed channels-last into a per-thread L1-sized buffer and transposed
-out 8 x 8 at a time. Its register block is 8 pixels x 16 channels for float32 on
+output row is computed channels-last, a tile of pixels at a time (_conv_plan's
+first_tile_pixels), into a per-thread L1-sized buffer and transposed out 8 x 8 at a time
+(``_transpose``, also behind to_channels_last / to_channels_first). Its register block is 8 pixels x 16 channels for float32 on
 AVX-512 targets, 4 x 16 otherwise (see _NARROW_PIXELS).
 
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
