@@ -193,8 +193,12 @@ TARGET static void TRANSPOSE_FN(const REAL* src, ptrdiff_t src_stride, REAL* dst
                                 ptrdiff_t dst_stride, ptrdiff_t rows, ptrdiff_t cols)
 {
     if (rows < TILE_LANES || cols < TILE_LANES) {
-        for (ptrdiff_t j = 0; j < cols; j++)
-            for (ptrdiff_t i = 0; i < rows; i++) dst[j * dst_stride + i] = src[i * src_stride + j];
+        /* (few channels, e.g. a 3-channel image) one destination row at a time */
+        for (ptrdiff_t j = 0; j < cols; j++) {
+            REAL* restrict dst_row = dst + j * dst_stride;
+            const REAL* restrict src_col = src + j;
+            for (ptrdiff_t i = 0; i < rows; i++) dst_row[i] = src_col[i * src_stride];
+        }
         return;
     }
     /* the side whose rows are far apart (channel planes) is walked along its rows in the
