@@ -150,3 +150,22 @@ def blas_single_threaded(active=True):
             if _blas_users == 0:
                 for lib, saved in zip(controller.lib_controllers, _blas_saved):
                     lib.set_num_threads(saved)
+
+
+# Channels-first output of the SMALL path (conv.py). The C kernel's LANES-pixel blocks,
+# transposed in registers and stored straight into the channel planes, win on short
+# reductions, where writing the output is the cost (3->64 3x3, K = 27); from this
+# reduction length on both compiled kernels compute each output row channels-last, a tile
+# of pixels at a time, into a per-thread buffer and transpose it out (numba does so for
+# every length). The channels-last blocks are wider (AVX-512, one thread, fp32, 64->64
+# 3x3, K = 576: 1.98 ms against 2.28 ms for direct channels-first stores).
+FIRST_TILE_MIN_REDUCTION = 192
+# The tile: at most this many bytes (in L1 with the inputs it reads), a multiple of 48
+# pixels (whole blocks for every block width: 4, 6, 8, and the 8 / 16-wide transposes).
+FIRST_TILE_BYTES = 24 * 1024
+
+
+def first_tile_pixels(out_w, out_c, itemsize):
+    """Pixels per tile of a channels-first SMALL row (the whole row when it fits)."""
+    pixels = max(48, FIRST_TILE_BYTES // (out_c * itemsize) // 48 * 48)
+    return max(1, min(out_w, pixels))

@@ -17,7 +17,10 @@
  * 4 x 4, 8 x 2, 8 x 1 -- beat 6 x 4 / 12 x 2 / 12 x 1 by 5-15% (64->64 3x3: 2.00 vs 2.13
  * ms, 3->16 5x5 N4: 1.36 vs 1.60 ms) and 3 x 4 / 6 x 2 by more. Channels-first output
  * uses LANES-pixel blocks (the transpose is square): 16 x 1 fp32, 8 x 1 fp64 (8 x 2 and
- * 8 x 3 spill: 1.5-2x slower). */
+ * 8 x 3 spill: 1.5-2x slower); they win on short reductions only, so from
+ * _conv_plan.FIRST_TILE_MIN_REDUCTION on conv.pyx computes a row tile channels-last into
+ * a buffer and moves it out with fastdl_transpose_* (the in-register transpose on its own,
+ * also behind the layout changes). */
 #ifndef FASTDL_CONV_SMALL_H
 #define FASTDL_CONV_SMALL_H
 
@@ -40,6 +43,7 @@
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f32_generic
+#define TRANSPOSE_FN fastdl_transpose_f32_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -47,12 +51,14 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x2
 #define LANES 2
 #define NB_FIRST 6
 #define ROW_FN fastdl_conv_small_row_f64_generic
+#define TRANSPOSE_FN fastdl_transpose_f64_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -60,6 +66,7 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 
 #ifdef FASTDL_HAVE_AVX2_PATH
@@ -70,6 +77,7 @@
 #define LANES 8
 #define NB_FIRST 1
 #define ROW_FN fastdl_conv_small_row_f32_avx2
+#define TRANSPOSE_FN fastdl_transpose_f32_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -77,12 +85,14 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x4
 #define LANES 4
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f64_avx2
+#define TRANSPOSE_FN fastdl_transpose_f64_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -90,6 +100,7 @@
 #undef LANES
 #undef NB_FIRST
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 #endif
 #undef P_WIDE
@@ -110,6 +121,7 @@
 #define HALF_VEC fastdl_f32x8
 #define HALF_LANES 8
 #define ROW_FN fastdl_conv_small_row_f32_avx512
+#define TRANSPOSE_FN fastdl_transpose_f32_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -119,6 +131,7 @@
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x8
@@ -127,6 +140,7 @@
 #define HALF_VEC fastdl_f64x4
 #define HALF_LANES 4
 #define ROW_FN fastdl_conv_small_row_f64_avx512
+#define TRANSPOSE_FN fastdl_transpose_f64_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -136,6 +150,7 @@
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
+#undef TRANSPOSE_FN
 #undef TARGET
 #undef P_WIDE
 #undef P_PAIR
@@ -196,5 +211,38 @@ static int fastdl_conv_small_best_isa(void)
 
 FASTDL_CONV_SMALL_DISPATCH(float, f32)
 FASTDL_CONV_SMALL_DISPATCH(double, f64)
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (see
+ * TRANSPOSE_FN in conv_small_body.h), in the build isa. */
+#define FASTDL_TRANSPOSE_DISPATCH(REAL, SUFFIX)                                               \
+    static void fastdl_transpose_##SUFFIX(int isa, const REAL* src, ptrdiff_t src_stride,     \
+                                          REAL* dst, ptrdiff_t dst_stride, ptrdiff_t rows,    \
+                                          ptrdiff_t cols)                                     \
+    {                                                                                         \
+        FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
+        FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
+        fastdl_transpose_##SUFFIX##_generic(src, src_stride, dst, dst_stride, rows, cols);    \
+    }
+#ifdef FASTDL_HAVE_AVX512_PATH
+#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
+    if (isa == FASTDL_ISA_AVX512) {                                                           \
+        fastdl_transpose_##SUFFIX##_avx512(src, src_stride, dst, dst_stride, rows, cols);     \
+        return;                                                                               \
+    }
+#else
+#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)
+#endif
+#ifdef FASTDL_HAVE_AVX2_PATH
+#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
+    if (isa == FASTDL_ISA_AVX2) {                                                             \
+        fastdl_transpose_##SUFFIX##_avx2(src, src_stride, dst, dst_stride, rows, cols);       \
+        return;                                                                               \
+    }
+#else
+#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)
+#endif
+
+FASTDL_TRANSPOSE_DISPATCH(float, f32)
+FASTDL_TRANSPOSE_DISPATCH(double, f64)
 
 #endif

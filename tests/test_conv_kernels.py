@@ -337,6 +337,11 @@ def test_nan_and_inf_propagate_on_every_path(path, backend, dtype, torch, rng, m
     ((1, 5, 3, 4, 2), (1, 0, 3)),
     ((3, 1, 1, 1, 130), (0, 0, 0)),   # one channel, more than one pixel block
     ((2, 70, 1, 3, 3), (0, 2, 1)),
+    # register-tile transposes (8 x 8 numba, vector-wide C) with tiles moved back at both
+    # ends: channels and widths not multiples of 8 or 16, and exact multiples
+    ((2, 20, 1, 3, 37), (0, 1, 1)),
+    ((1, 16, 2, 2, 16), (1, 1, 0)),
+    ((1, 33, 1, 1, 50), (0, 0, 2)),
 ])
 def test_layout_transposes(backend, dtype, rng, shape, offsets, threads):
     """The cache-blocked transposes behind channels-first calls, against np.moveaxis:
@@ -355,3 +360,92 @@ def test_layout_transposes(backend, dtype, rng, shape, offsets, threads):
     first = np.empty((n, c, d * h * w), dtype)
     module.to_channels_first(y, first, threads)
     assert np.array_equal(first, np.moveaxis(y, -1, 1))
+
+
+@pytest.mark.parametrize("build", ["generic", "avx2", "avx512"])
+def test_layout_transposes_c_builds(build, dtype, rng):
+    """The Cython transposes run the SMALL kernel's build (its in-register transpose):
+    each build, on tiles moved back at both ends."""
+    cy_conv = pytest.importorskip("fastdl._cy.conv")
+    if build == "avx512" and build not in cy_conv._small_builds_available():
+        pytest.skip("this CPU has no AVX-512")
+    require(build in cy_conv._small_builds_available(),
+            f"the {build} build of the SMALL kernel is not available on this CPU")
+    saved = cy_conv._small_kernel_build()
+    cy_conv._small_kernel_build(build)
+    try:
+        x = rng.standard_normal((2, 21, 1, 2, 37)).astype(dtype)
+        padded = np.full((2, 1, 4, 39, 21), -7.0, dtype)
+        cy_conv.to_channels_last(x, padded, (0, 1, 1), 2)
+        y = rng.standard_normal((2, 150, 19)).astype(dtype)
+        first = np.empty((2, 19, 150), dtype)
+        cy_conv.to_channels_first(y, first, 2)
+    finally:
+        cy_conv._small_kernel_build(saved)
+    expected = np.full_like(padded, -7.0)
+    expected[:, :, 1:3, 1:38] = np.moveaxis(x, 1, -1)
+    assert np.array_equal(padded, expected)
+    assert np.array_equal(first, np.moveaxis(y, -1, 1))
+
+
+# Channels-first SMALL output through per-thread channels-last row tiles: rows of several
+# tiles plus a short last one (tiles of 48 pixels with FIRST_TILE_BYTES = 1), channels not
+# a multiple of the vector width, and rows narrower than the transposes' tiles.
+FIRST_TILE_CASES = [
+    (1, 2, 5, 40, (101,), (3,), 1, 1, 1, 1),
+    (2, 1, 3, 20, (3, 100), (3, 3), 1, 1, 1, 1),
+    (2, 2, 4, 72, (5, 61), (3, 3), (1, 2), 1, 1, 1),
+    (3, 1, 2, 12, (2, 3, 7), (3, 3, 3), 1, 1, 1, 1),
+    (1, 1, 3, 3, (50,), (3,), 1, 0, 2, 1),
+]
+FIRST_TILE_ENGINES = [("numba", "narrow"), ("numba", "wide"), ("cython", "generic"),
+                      ("cython", "avx2"), ("cython", "avx512")]
+
+
+@pytest.mark.parametrize("engine", FIRST_TILE_ENGINES, ids="-".join)
+@pytest.mark.parametrize("case", FIRST_TILE_CASES,
+                         ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-w{c[4][-1]}-co{c[3]}")
+def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch, rng,
+                                                     monkeypatch):
+    """Channels-first output computed channels-last into row tiles and transposed out
+    (the compiled kernels' way for reductions of FIRST_TILE_MIN_REDUCTION and more; forced
+    here for every reduction), with NaN and Inf propagating."""
+    backend, variant = engine
+    if backend == "numba":
+        numba_conv = pytest.importorskip("fastdl._numba.conv")
+        monkeypatch.setattr(numba_conv, "SMALL_WIDE", variant == "wide")
+    else:
+        cy_conv = pytest.importorskip("fastdl._cy.conv")
+        if variant == "avx512" and variant not in cy_conv._small_builds_available():
+            pytest.skip("this CPU has no AVX-512")
+        require(variant in cy_conv._small_builds_available(),
+                f"the {variant} build of the SMALL kernel is not available on this CPU")
+    for name, value in PATHS["small"].items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", 0)
+    monkeypatch.setattr(_conv_plan, "FIRST_TILE_BYTES", 1)
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
+    x = rng.standard_normal((batch, c_in) + spatial)
+    x.flat[7] = np.nan
+    x.flat[-11] = np.inf
+    w = rng.standard_normal((c_out, c_in) + kernel)
+    b = rng.standard_normal(c_out)
+    conv_t = getattr(torch.nn.functional, f"conv{nd}d")
+    expected = conv_t(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                      stride=stride, padding=padding, dilation=dilation).numpy()
+    run = lambda: getattr(fastdl, f"conv{nd}d")(
+        x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride, padding=padding,
+        dilation=dilation, layout=CHANNELS_FIRST[nd], backend=backend)
+    if backend == "cython":
+        saved = cy_conv._small_kernel_build()
+        cy_conv._small_kernel_build(variant)
+        try:
+            got = run()
+        finally:
+            cy_conv._small_kernel_build(saved)
+    else:
+        got = run()
+    assert np.isnan(expected).any() and np.isinf(expected).any()
+    assert got.dtype == dtype and got.flags.c_contiguous
+    assert_close(got, expected, dtype)

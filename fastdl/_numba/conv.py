@@ -1,12 +1,14 @@
 """Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx.
 
 The SMALL path can also write channels-first output (``channels_first_out``): each
-output row is computed channels-last into a per-thread L1-sized buffer and transposed
-out 8 x 8 at a time. Its register block is 8 pixels x 16 channels for float32 on
-AVX-512 targets, 4 x 16 otherwise (see _NARROW_PIXELS); a leftover half chunk of 8
-channels runs in blocks of 16 pixels x 8, and the last 1-7 channels the same way on
-zero-padded weights, storing only the real ones. A row's last, partial block of each
-shape recomputes its last pixel in the missing places and stores only the real pixels.
+output row is computed channels-last, a tile of pixels at a time (_conv_plan's
+first_tile_pixels), into a per-thread L1-sized buffer and transposed out 8 x 8 at a time
+(``_transpose``, also behind to_channels_last / to_channels_first). Its register block
+is 8 pixels x 16 channels for float32 on AVX-512 targets, 4 x 16 otherwise (see
+_NARROW_PIXELS); a leftover half chunk of 8 channels runs in blocks of 16 pixels x 8,
+and the last 1-7 channels the same way on zero-padded weights, storing only the real
+ones. A row's last, partial block of each shape recomputes its last pixel in the missing
+places and stores only the real pixels.
 
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
 compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
@@ -427,26 +429,35 @@ def _transpose8(typingctx, src, src_off, src_stride, dst, dst_off, dst_stride):
 
 
 @njit_serial
-def _row_to_channels_first(buf, out, out_row, plane, out_w, out_c):
-    """out[out_row + o * plane + ow] = buf[ow * out_c + o]: one channels-last output row
-    (in L1) out to channels-first, in 8 x 8 register transposes plus what they leave."""
-    tiled_w = out_w - out_w % 8
-    tiled_c = out_c - out_c % 8
-    for ow0 in range(0, tiled_w, 8):
-        for o0 in range(0, tiled_c, 8):
-            _transpose8(buf, ow0 * out_c + o0, out_c, out, out_row + o0 * plane + ow0, plane)
-    for o in range(tiled_c, out_c):
-        dst = out_row + o * plane
-        for ow in range(tiled_w):
-            out[_u(dst + ow)] = buf[_u(ow * out_c + o)]
-    for o in range(out_c):
-        dst = out_row + o * plane
-        for ow in range(tiled_w, out_w):
-            out[_u(dst + ow)] = buf[_u(ow * out_c + o)]
+def _transpose(src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols):
+    """dst[dst_off + j * dst_stride + i] = src[src_off + i * src_stride + j] for i < rows,
+    j < cols, in 8 x 8 register transposes. A dimension that is not a multiple of 8 ends
+    with a tile moved back to end at its end (it rewrites a few values with the same
+    values); only dimensions shorter than 8 are copied value by value. The C kernel's
+    TRANSPOSE_FN (kernels/conv_small_body.h) is the same with vector-wide tiles."""
+    if rows < 8 or cols < 8:
+        for j in range(cols):
+            for i in range(rows):
+                dst[_u(dst_off + j * dst_stride + i)] = src[_u(src_off + i * src_stride + j)]
+        return
+    # the side whose rows are far apart (channel planes) is walked along its rows in the
+    # inner loop: each of the 8 loads or stores then streams through one plane (the
+    # hardware prefetchers follow it), rather than all planes stepping together
+    rows_outer = src_stride > dst_stride
+    outer_n = rows if rows_outer else cols
+    inner_n = cols if rows_outer else rows
+    for a in range((outer_n + 7) // 8):
+        a0 = min(a * 8, outer_n - 8)
+        for b in range((inner_n + 7) // 8):
+            b0 = min(b * 8, inner_n - 8)
+            i0 = a0 if rows_outer else b0
+            j0 = b0 if rows_outer else a0
+            _transpose8(src, src_off + i0 * src_stride + j0, src_stride,
+                        dst, dst_off + j0 * dst_stride + i0, dst_stride)
 
 
 @njit_parallel
-def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
+def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threads):
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     pixel_step = sw * in_c
@@ -454,33 +465,38 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, wide, threads):
     rows = n_batch * out_d * out_h
     w_pad, b_pad = _padded_rest_weights(w, bias, out_c, _HALF_CHUNK)
     # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
-    # one row buffer).
+    # one tile buffer).
     for chunk in prange(threads):
-        # Channels-first output: each row is computed channels-last into this L1-sized
-        # buffer and transposed out 8 x 8 at a time (storing blocks straight into the
-        # channels-first output, 16 runs of 4-8 values each in 16 planes a power of two
-        # apart, measured up to 1.9x slower on 3->64 3x3 and 3->32 2x2 s2: scalar lane
-        # extracts, and the planes evict each other in L1; a scalar transpose loop 5-20%
-        # slower than the 8 x 8 one).
-        buf = np.empty(out_w * out_c if channels_first else 0, out.dtype)
+        # Channels-first output: each row is computed channels-last, tile_w pixels at a
+        # time, into this L1-sized buffer and transposed out 8 x 8 at a time (storing
+        # blocks straight into the channels-first output, 16 runs of 4-8 values each in
+        # 16 planes a power of two apart, measured up to 1.9x slower on 3->64 3x3 and
+        # 3->32 2x2 s2: scalar lane extracts, and the planes evict each other in L1; a
+        # scalar transpose loop 5-20% slower than the 8 x 8 one). A tile rather than the
+        # whole row: a conv1d row of 1024 pixels x 64 channels would not stay in L1.
+        buf = np.empty(tile_w * out_c if channels_first else 0, out.dtype)
         dst = buf if channels_first else out
         for row in range(chunk * rows // threads, (chunk + 1) * rows // threads):
             n = row // (out_d * out_h)
             od = (row // out_h) % out_d
             oh = row % out_h
             x_row = ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
-            dst_row = 0 if channels_first else row * out_w * out_c
-            # each branch inlines its own copy of the row, its block shape as constants
-            if wide:
-                _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_row, pixel_step, dst_row,
-                           out_w, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
-            else:
-                _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_row, pixel_step, dst_row,
-                           out_w, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
-            if channels_first:
-                _row_to_channels_first(buf, out, n * out_c * plane
-                                       + (row - n * out_d * out_h) * out_w, plane, out_w,
-                                       out_c)
+            if not channels_first:
+                tile_w = out_w
+            out_row = n * out_c * plane + (row - n * out_d * out_h) * out_w
+            for p0 in range(0, out_w, tile_w):
+                pixels = min(tile_w, out_w - p0)
+                x_tile = x_row + p0 * pixel_step
+                dst_row = 0 if channels_first else row * out_w * out_c
+                # each branch inlines its own copy of the row, its block shape as constants
+                if wide:
+                    _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile, pixel_step, dst_row,
+                               pixels, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
+                else:
+                    _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile, pixel_step, dst_row,
+                               pixels, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
+                if channels_first:
+                    _transpose(buf, 0, out_c, out, out_row + p0, plane, pixels, out_c)
 
 
 @njit_serial
@@ -618,8 +634,9 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
         wide = SMALL_WIDE and out.dtype == np.float32
-        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out, wide,
-                     threads)
+        tile_w = _conv_plan.first_tile_pixels(shape[3], shape[4], out.itemsize)
+        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out, tile_w,
+                     wide, threads)
         return
     _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
@@ -637,29 +654,30 @@ PIXEL_BLOCK = 64  # pixels per task of to_channels_first (64 * C values in L1)
 @njit_parallel
 def _to_channels_last(x, out, od, oh, ow):
     n_batch, channels, depth, height, width = x.shape
+    padded_d, padded_h, padded_w = out.shape[1:4]
+    plane = depth * height * width
+    src, dst = x.reshape(x.size), out.reshape(out.size)
+    # one (n, d, h) row per task: a (channels x width) matrix, rows a plane apart,
+    # transposed into the (width x channels) row of out
     for row in prange(n_batch * depth * height):
         n = row // (depth * height)
         d = (row // height) % depth
         h = row % height
-        dst = out[n, d + od, h + oh]
-        for c in range(channels):
-            src = x[n, c, d, h]
-            for w in range(width):
-                dst[w + ow, c] = src[w]
+        _transpose(src, n * channels * plane + (d * height + h) * width, plane, dst,
+                   (((n * padded_d + d + od) * padded_h + h + oh) * padded_w + ow) * channels,
+                   channels, channels, width)
 
 
 @njit_parallel
 def _to_channels_first(y, out):
     n_batch, pixels, channels = y.shape
     blocks = (pixels + PIXEL_BLOCK - 1) // PIXEL_BLOCK
+    src, dst = y.reshape(y.size), out.reshape(out.size)
     for task in prange(n_batch * blocks):
         n = task // blocks
         s0 = (task % blocks) * PIXEL_BLOCK
-        s1 = min(pixels, s0 + PIXEL_BLOCK)
-        for c in range(channels):
-            dst = out[n, c]
-            for s in range(s0, s1):
-                dst[s] = y[n, s, c]
+        _transpose(src, (n * pixels + s0) * channels, channels, dst, n * channels * pixels + s0,
+                   pixels, min(PIXEL_BLOCK, pixels - s0), channels)
 
 
 def to_channels_last(x, out, offsets, num_threads):
