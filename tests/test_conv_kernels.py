@@ -239,7 +239,7 @@ def test_small_path_c_builds_match_torch(case, build, layout, dtype, torch, rng,
     both output layouts."""
     cy_conv = pytest.importorskip("fastdl._cy.conv")
     if build == "avx512" and build not in cy_conv._small_builds_available():
-        pytest.skip("this CPU has no AVX-512")  # a CPU without it is no build failure
+        pytest.skip("the avx512 build is not available: this CPU has no AVX-512")  # no build failure
     require(build in cy_conv._small_builds_available(),
             f"the {build} build of the SMALL kernel is not available on this CPU")
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
@@ -368,7 +368,7 @@ def test_layout_transposes_c_builds(build, dtype, rng):
     each build, on tiles moved back at both ends."""
     cy_conv = pytest.importorskip("fastdl._cy.conv")
     if build == "avx512" and build not in cy_conv._small_builds_available():
-        pytest.skip("this CPU has no AVX-512")
+        pytest.skip("the avx512 build is not available: this CPU has no AVX-512")
     require(build in cy_conv._small_builds_available(),
             f"the {build} build of the SMALL kernel is not available on this CPU")
     saved = cy_conv._small_kernel_build()
@@ -417,7 +417,7 @@ def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch,
     else:
         cy_conv = pytest.importorskip("fastdl._cy.conv")
         if variant == "avx512" and variant not in cy_conv._small_builds_available():
-            pytest.skip("this CPU has no AVX-512")
+            pytest.skip("the avx512 build is not available: this CPU has no AVX-512")
         require(variant in cy_conv._small_builds_available(),
                 f"the {variant} build of the SMALL kernel is not available on this CPU")
     for name, value in PATHS["small"].items():

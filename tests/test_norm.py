@@ -301,8 +301,8 @@ def test_cython_simd_builds(build, training, dtype, rng, shape, axis):
 
 @pytest.mark.parametrize("compiled", ["numba", "cython"])
 def test_concurrent_calls(compiled, rng):
-    if fastdl.backends()[compiled] != "available":
-        pytest.skip(f"{compiled} unavailable")
+    status = fastdl.backends()[compiled]
+    require(status == "available", f"backend {compiled} is unavailable: {status}")
     work = []
     for i in range(8):
         shape, axis = [((64, 6, 70), 1), ((300, 5), -1)][i % 2]

@@ -10,6 +10,7 @@ import fastdl
 import fastdl._dispatch as dispatch
 from fastdl import _checks, _conv_plan, reference
 
+from conftest import require
 from helpers import assert_close
 
 # Each conv path, steered as in test_conv_kernels (thresholds per path).
@@ -114,8 +115,8 @@ def test_numba_serial_twin_runs_on_one_thread(monkeypatch):
     """One thread: the serial twin runs, not the parallel kernel (and its results are
     checked above)."""
     numba_pool = pytest.importorskip("fastdl._numba.pool")
-    if fastdl.backends()["numba"] != "available":
-        pytest.skip("numba is unavailable")
+    status = fastdl.backends()["numba"]
+    require(status == "available", f"backend numba is unavailable: {status}")
     calls = []
     twin = numba_pool._pool_nhwc.serial
     monkeypatch.setattr(numba_pool._pool_nhwc, "serial",
