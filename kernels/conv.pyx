@@ -93,6 +93,29 @@ cdef inline void _gemm(int m, int n, int k, const real* a, int lda, const real* 
               &beta, <double*>c, &ldc)
 
 
+cdef inline void _small_row(int isa, const real* x_row, const real* w, const real* bias,
+                            real* out_row, Py_ssize_t out_w, Py_ssize_t out_c,
+                            Py_ssize_t pixel_step, const Py_ssize_t* koff, Py_ssize_t k_total,
+                            Py_ssize_t pix_stride, Py_ssize_t chan_stride) noexcept nogil:
+    """kernels/conv_small.h's row kernel for this dtype."""
+    if real is float:
+        fastdl_conv_small_row_f32(isa, x_row, w, bias, out_row, out_w, out_c, pixel_step,
+                                  koff, k_total, pix_stride, chan_stride)
+    else:
+        fastdl_conv_small_row_f64(isa, x_row, w, bias, out_row, out_w, out_c, pixel_step,
+                                  koff, k_total, pix_stride, chan_stride)
+
+
+cdef inline void _transpose(int isa, const real* src, Py_ssize_t src_stride, real* dst,
+                            Py_ssize_t dst_stride, Py_ssize_t rows,
+                            Py_ssize_t cols) noexcept nogil:
+    """kernels/conv_small.h's in-register transpose for this dtype: dst[c, r] = src[r, c]."""
+    if real is float:
+        fastdl_transpose_f32(isa, src, src_stride, dst, dst_stride, rows, cols)
+    else:
+        fastdl_transpose_f64(isa, src, src_stride, dst, dst_stride, rows, cols)
+
+
 cdef inline void _direct_row(const real* xp, const real* w, const real* bias, real* out,
                              Py_ssize_t n, Py_ssize_t od, Py_ssize_t oh,
                              Py_ssize_t in_d, Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t in_c,
@@ -302,18 +325,9 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                     p0 = 0
                     while p0 < out_w:
                         pixels = min(tile_w, out_w - p0)
-                        if real is float:
-                            fastdl_conv_small_row_f32(isa, x_row + p0 * sw * in_c, w_ptr, b_ptr,
-                                                      buf, pixels, out_c, sw * in_c, koff_ptr,
-                                                      k_total, out_c, 1)
-                            fastdl_transpose_f32(isa, buf, out_c, out_row + p0, plane,
-                                                 pixels, out_c)
-                        else:
-                            fastdl_conv_small_row_f64(isa, x_row + p0 * sw * in_c, w_ptr, b_ptr,
-                                                      buf, pixels, out_c, sw * in_c, koff_ptr,
-                                                      k_total, out_c, 1)
-                            fastdl_transpose_f64(isa, buf, out_c, out_row + p0, plane,
-                                                 pixels, out_c)
+                        _small_row(isa, x_row + p0 * sw * in_c, w_ptr, b_ptr, buf, pixels,
+                                   out_c, sw * in_c, koff_ptr, k_total, out_c, 1)
+                        _transpose(isa, buf, out_c, out_row + p0, plane, pixels, out_c)
                         p0 = p0 + tile_w
             return
         for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
@@ -325,14 +339,8 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                 out_row = out_ptr + n * out_c * plane + (row - n * out_d * out_h) * out_w
             else:
                 out_row = out_ptr + row * out_w * out_c
-            if real is float:
-                fastdl_conv_small_row_f32(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c,
-                                          sw * in_c, koff_ptr, k_total, pix_stride,
-                                          chan_stride)
-            else:
-                fastdl_conv_small_row_f64(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c,
-                                          sw * in_c, koff_ptr, k_total, pix_stride,
-                                          chan_stride)
+            _small_row(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c, sw * in_c, koff_ptr,
+                       k_total, pix_stride, chan_stride)
         return
 
     if path == _conv_plan.DIRECT:
@@ -413,12 +421,8 @@ def to_channels_last(const real[:, :, :, :, ::1] x not None,
         n = row // (depth * height)
         d = (row // height) % depth
         h = row % height
-        if real is float:
-            fastdl_transpose_f32(isa, &x[n, 0, d, h, 0], plane, &out[n, d + od, h + oh, ow, 0],
-                                 channels, channels, width)
-        else:
-            fastdl_transpose_f64(isa, &x[n, 0, d, h, 0], plane, &out[n, d + od, h + oh, ow, 0],
-                                 channels, channels, width)
+        _transpose(isa, &x[n, 0, d, h, 0], plane, &out[n, d + od, h + oh, ow, 0], channels,
+                   channels, width)
 
 
 def to_channels_first(const real[:, :, ::1] y not None, real[:, :, ::1] out not None,
@@ -432,9 +436,5 @@ def to_channels_first(const real[:, :, ::1] y not None, real[:, :, ::1] out not 
                        schedule="static"):
         n = task // blocks
         s0 = (task % blocks) * PIXEL_BLOCK
-        if real is float:
-            fastdl_transpose_f32(isa, &y[n, s0, 0], channels, &out[n, 0, s0], pixels,
-                                 min(PIXEL_BLOCK, pixels - s0), channels)
-        else:
-            fastdl_transpose_f64(isa, &y[n, s0, 0], channels, &out[n, 0, s0], pixels,
-                                 min(PIXEL_BLOCK, pixels - s0), channels)
+        _transpose(isa, &y[n, s0, 0], channels, &out[n, 0, s0], pixels,
+                   min(PIXEL_BLOCK, pixels - s0), channels)
