@@ -413,8 +413,8 @@ class BatchNormSpec:
     __slots__ = ("x", "gamma", "beta", "eps", "training", "running_mean", "running_var",
                  "decay", "axis", "dtype", "view_shape")
 
-    def __init__(self, *, x, gamma, beta, eps, training, running_mean, running_var, decay,
-                 axis, dtype, view_shape):
+    def __init__(self, x, gamma, beta, eps, training, running_mean, running_var, decay, axis,
+                 dtype, view_shape):  # positional: keywords cost ~0.7 us more per call
         self.x, self.gamma, self.beta, self.eps, self.training = x, gamma, beta, eps, training
         self.running_mean, self.running_var, self.decay = running_mean, running_var, decay
         self.axis, self.dtype, self.view_shape = axis, dtype, view_shape
@@ -473,10 +473,8 @@ def batch_norm_arguments(x, gamma, beta, eps, training, running_mean, running_va
     else:
         running_mean = running_statistic("running_mean", running_mean, channels, training)
         running_var = running_statistic("running_var", running_var, channels, training)
-    return BatchNormSpec(x=x, gamma=gamma, beta=beta, eps=eps, training=training,
-                         running_mean=running_mean, running_var=running_var, decay=decay,
-                         axis=axis, dtype=result_dtype(x.dtype, gamma.dtype, beta.dtype),
-                         view_shape=view_shape)
+    return BatchNormSpec(x, gamma, beta, eps, training, running_mean, running_var, decay,
+                         axis, result_dtype(x.dtype, gamma.dtype, beta.dtype), view_shape)
 
 
 @memoized_for_plain_arguments(array_facts=1)

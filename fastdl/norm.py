@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _checks
 from ._dispatch import kernels, threads_for
+from ._numpy.norm import blend_statistic
 
 
 def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
@@ -34,14 +35,21 @@ def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
                                         running_var, decay, axis)
     module = kernels("norm", backend)
     x3 = np.ascontiguousarray(spec.x, dtype=spec.dtype).reshape(spec.view_shape)
+    if (threads_for(x3.size) == 1 and _plain_statistic(spec.running_mean)
+            and _plain_statistic(spec.running_var)):
+        # One call does it all on this thread (small inputs: the general path's separate
+        # kernel calls and NumPy steps cost more than the arithmetic; same results).
+        out = np.empty(x3.shape, spec.dtype)
+        module.batch_norm_serial(x3, np.ascontiguousarray(spec.gamma, spec.dtype),
+                                 np.ascontiguousarray(spec.beta, spec.dtype), spec.eps,
+                                 spec.training, spec.running_mean, spec.running_var,
+                                 spec.decay, out)
+        return out.reshape(spec.x.shape)
     if spec.training:
         mean, var = _batch_statistics(module, x3)
         if spec.running_mean is not None:
-            for running, batch in ((spec.running_mean, mean), (spec.running_var, var)):
-                # decay * running + (1 - decay) * batch in float64, rounded into running
-                # (three NumPy calls: each costs about a microsecond on C values)
-                kept = np.multiply(running, spec.decay, dtype=np.float64)
-                np.add(kept, (1 - spec.decay) * batch, out=running, casting="unsafe")
+            blend_statistic(spec.running_mean, mean, spec.decay)
+            blend_statistic(spec.running_var, var, spec.decay)
     else:
         mean = spec.running_mean.astype(np.float64, copy=False)  # only read
         var = spec.running_var.astype(np.float64, copy=False)
@@ -78,6 +86,14 @@ def forward_batchnorm(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
         x3 = np.ascontiguousarray(Z, dtype=dtype).reshape(Z.shape[0], Z.shape[1], 1)
         mu, var = mu.astype(np.float64), var.astype(np.float64)
     return _normalize(module, x3, mu, var, gamma, beta, eps).reshape(Z.shape)
+
+
+def _plain_statistic(running):
+    """Whether a running-statistics array (or None) can go to batch_norm_serial as it is:
+    contiguous, aligned, native bytes (others take the general path, where NumPy reads
+    and updates them)."""
+    return running is None or (running.flags.c_contiguous and running.flags.aligned
+                               and running.dtype.isnative)
 
 
 def _batch_statistics(module, x3):

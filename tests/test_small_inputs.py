@@ -205,3 +205,121 @@ def test_normalize_matches_numpy_per_channel_arithmetic(backend, dtype, params_d
     with np.errstate(all="raise"):
         module.normalize(x3, mean, var, gamma, beta, 1e-5, got, 1)
     assert np.array_equal(got, expected, equal_nan=True)
+
+
+# batch norm below the size threshold: one backend call (batch_norm_serial) does the whole
+# computation; it must be the general path on one thread, bit for bit. (The general path
+# on one thread is checked against the references above and in test_norm.py.)
+SERIAL_BN_CASES = [
+    ((6, 5), -1),            # columns, one value per channel and row
+    ((3, 4, 4, 5), 1),       # columns, 16 values per channel and row (parameters repeated)
+    ((2, 3, 8, 9), 1),       # segments of 72 values
+    ((1, 2, 5000), 1),       # segments of two pieces each
+]
+STATISTICS_DTYPES = {"f32": (np.float32, np.float32), "f64": (np.float64, np.float64),
+                     "mixed": (np.float32, np.float64), "none": None}
+
+
+def _general_path_on_one_thread(module, x3, gamma, beta, eps, training, running, decay):
+    """What fastdl/norm.py's general path computes with one thread (running updated)."""
+    from fastdl._numpy.norm import blend_statistic
+    if training:
+        mean, var = np.empty(x3.shape[1]), np.empty(x3.shape[1])
+        module.channel_stats(x3, mean, var, 1)
+        if running is not None:
+            blend_statistic(running[0], mean, decay)
+            blend_statistic(running[1], var, decay)
+    else:
+        mean, var = (r.astype(np.float64) for r in running)
+    out = np.empty_like(x3)
+    module.normalize(x3, mean, var, gamma, beta, eps, out, 1)
+    return out
+
+
+@pytest.mark.parametrize("training, statistics", [
+    (training, statistics) for training in (True, False) for statistics in STATISTICS_DTYPES
+    if training or statistics != "none"])  # eval needs running statistics
+@pytest.mark.parametrize("shape, axis", SERIAL_BN_CASES, ids=[str(c[0]) for c in SERIAL_BN_CASES])
+def test_batch_norm_serial_is_the_general_path_on_one_thread(
+        backend, dtype, shape, axis, training, statistics, rng, monkeypatch):
+    from fastdl._dispatch import kernels
+    monkeypatch.setattr(dispatch, "SERIAL_VALUES", 1 << 16)  # the default threshold
+    module = kernels("norm", backend)
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+    x.flat[1], x.flat[-1] = np.nan, np.inf  # propagate in their channels
+    channels = shape[axis]
+    gamma = rng.uniform(0.5, 1.5, 2 * channels).astype(dtype)[::2]  # strided: copied
+    beta = rng.standard_normal(channels).astype(dtype)
+    running = None
+    if STATISTICS_DTYPES[statistics] is not None:
+        running = tuple(values.astype(d) for values, d in zip(
+            (rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)),
+            STATISTICS_DTYPES[statistics]))
+    x3 = x.reshape((-1, channels, 1) if axis == -1 else (shape[0], channels, -1))
+    expected_running = None if running is None else tuple(r.copy() for r in running)
+    expected = _general_path_on_one_thread(module, x3, np.ascontiguousarray(gamma), beta,
+                                           1e-5, training, expected_running, 0.8)
+    calls = []
+    serial = module.batch_norm_serial
+    monkeypatch.setattr(module, "batch_norm_serial",
+                        lambda *args: calls.append(1) or serial(*args))
+    got_running = None if running is None else tuple(r.copy() for r in running)
+    with np.errstate(all="raise"):
+        got = fastdl.batch_norm(x, gamma, beta, training=training, axis=axis, decay=0.8,
+                                running_mean=None if running is None else got_running[0],
+                                running_var=None if running is None else got_running[1],
+                                backend=backend)
+    assert calls == [1]
+    assert got.dtype == dtype
+    assert np.array_equal(got.reshape(x3.shape), expected, equal_nan=True)
+    if running is not None:
+        for got_r, expected_r, given in zip(got_running, expected_running, running):
+            assert got_r.dtype == given.dtype
+            assert np.array_equal(got_r, expected_r, equal_nan=True)
+            if training:
+                assert not np.array_equal(got_r, given)  # updated in place
+
+
+def test_batch_norm_small_input_with_odd_running_statistics(backend, rng, monkeypatch):
+    """Strided or byte-swapped running statistics take the general path (NumPy updates
+    them in place), with the same results as plain ones."""
+    monkeypatch.setattr(dispatch, "SERIAL_VALUES", 1 << 16)
+    x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    plain = [np.zeros(3), np.ones(3)]
+    expected = fastdl.batch_norm(x, gamma, beta, running_mean=plain[0], running_var=plain[1],
+                                 backend=backend)
+    strided = np.zeros(6)[::2], np.ones(6)[::2]
+    swapped = np.zeros(3, ">f8"), np.ones(3, ">f8")
+    for odd in (strided, swapped):
+        got = fastdl.batch_norm(x, gamma, beta, running_mean=odd[0], running_var=odd[1],
+                                backend=backend)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(odd[0], plain[0])
+        np.testing.assert_array_equal(odd[1], plain[1])
+
+
+def test_cython_batch_norm_serial_refuses_arrays_off_its_contract():
+    """The C function reads raw data pointers: arrays the wrapper would never pass are
+    refused with a ValueError, never read out of bounds."""
+    status = fastdl.backends()["cython"]
+    require(status == "available", f"backend cython is unavailable: {status}")
+    from fastdl._cy.norm import batch_norm_serial
+    x3 = np.ones((4, 3, 1), np.float32)
+    ok = dict(x3=x3, gamma=np.ones(3, np.float32), beta=np.zeros(3, np.float32), eps=1e-5,
+              training=True, running_mean=np.zeros(3), running_var=np.ones(3), decay=0.9,
+              out=np.empty_like(x3))
+    batch_norm_serial(**ok)
+    read_only = np.zeros(3)
+    read_only.flags.writeable = False
+    for name, bad in [("x3", np.ones((4, 3, 2), np.float32)[:, :, ::2]),
+                      ("x3", np.ones((4, 3), np.float32)),
+                      ("out", np.empty((4, 3, 1))), ("out", np.empty((4, 4, 1), np.float32)),
+                      ("gamma", np.ones(6, np.float32)[::2]), ("gamma", np.ones(4, np.float32)),
+                      ("beta", np.zeros(3)), ("running_mean", np.zeros(3, ">f8")),
+                      ("running_mean", np.zeros(2)), ("running_var", read_only),
+                      ("running_var", None), ("running_var", np.zeros(3, np.int64))]:
+        with pytest.raises(ValueError, match="contract"):
+            batch_norm_serial(**dict(ok, **{name: bad}))
+    with pytest.raises(ValueError, match="contract"):  # eval needs the statistics
+        batch_norm_serial(**dict(ok, training=False, running_mean=None, running_var=None))

@@ -254,7 +254,9 @@ def scale_shift(x3, center, scale, shift, out, num_threads):
 
 # Not fastmath: the same IEEE operations as the other backends (no FMA contraction);
 # error_model="numpy": a zero or negative variance gives inf / NaN, not an exception.
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+# fastmath=False must be explicit: numba compiles a callee that leaves it unset with the
+# flags of its (fastmath) caller, and caches that build for every later call.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
 def _affine_parameters(mean, var, gamma, beta, eps, parameters):
     """Rows center, scale, shift of ``parameters`` (x's dtype), computed in float64."""
     for c in range(mean.shape[0]):
@@ -281,3 +283,76 @@ def _per_column(per_channel, length):
 def _segment_tasks(rows, num_threads):
     """One contiguous run of pieces per thread (fewer when there are fewer pieces)."""
     return max(1, min(num_threads, rows.shape[0] * -(-rows.shape[1] // PIECE)))
+
+
+# ---------------------------------------------------------------------------------------
+# Small inputs: the whole batch norm in one call on the calling thread (fastdl/norm.py
+# takes this path below its size threshold). It saves the dispatches of the general path
+# (each numba call types its arguments: ~1 us for eight) and its NumPy calls on C values;
+# the arithmetic is the general path's on one thread, so the results are bitwise the same.
+
+_column_stats_serial = _column_stats.serial
+_segment_stats_serial = _segment_stats.serial
+_affine_columns_serial = _affine_columns.serial
+_affine_segments_serial = _affine_segments.serial
+
+
+@njit_serial
+def _repeated(per_channel, length):
+    return per_channel if length == 1 else np.repeat(per_channel, length)
+
+
+@njit_serial
+def _normalize_serial(x3, mean, var, gamma, beta, eps, out):
+    n_rows, channels, length = x3.shape
+    parameters = np.empty((3, channels), x3.dtype)
+    _affine_parameters(mean, var, gamma, beta, eps, parameters)
+    if length < SEGMENT_MIN:
+        width = channels * length
+        _affine_columns_serial(x3.reshape(n_rows, width), _repeated(parameters[0], length),
+                               _repeated(parameters[1], length),
+                               _repeated(parameters[2], length),
+                               out.reshape(n_rows, width), 1)
+    else:
+        _affine_segments_serial(x3.reshape(n_rows * channels, length), channels,
+                                parameters[0], parameters[1], parameters[2],
+                                out.reshape(n_rows * channels, length), 1)
+
+
+# Not fastmath (as _affine_parameters): no FMA, the NumPy expression of fastdl/norm.py.
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=False)
+def _blend_statistic(running, batch, decay):
+    """running = decay * running + (1 - decay) * batch in float64, rounded into running."""
+    for c in range(batch.shape[0]):
+        running[c] = np.float64(running[c]) * decay + (1.0 - decay) * batch[c]
+
+
+@njit_serial
+def _train_serial(x3, gamma, beta, eps, running_mean, running_var, decay, out):
+    n_rows, channels, length = x3.shape
+    mean = np.empty(channels)
+    var = np.empty(channels)
+    if length < SEGMENT_MIN:
+        _column_stats_serial(x3.reshape(n_rows, channels * length), length, mean, var, 1)
+    else:
+        _segment_stats_serial(x3.reshape(n_rows * channels, length), channels, mean, var, 1)
+    if running_mean is not None:  # (a None argument prunes the branch at compile time)
+        _blend_statistic(running_mean, mean, decay)
+        _blend_statistic(running_var, var, decay)
+    _normalize_serial(x3, mean, var, gamma, beta, eps, out)
+
+
+@njit_serial
+def _eval_serial(x3, gamma, beta, eps, running_mean, running_var, out):
+    _normalize_serial(x3, running_mean.astype(np.float64), running_var.astype(np.float64),
+                      gamma, beta, eps, out)
+
+
+def batch_norm_serial(x3, gamma, beta, eps, training, running_mean, running_var, decay, out):
+    """batch_norm (fastdl/norm.py) of the contiguous (A, C, B) x3 into out, on the calling
+    thread: in training the batch statistics (running_mean / running_var, when given,
+    blended in place), else the running statistics; then normalize()."""
+    if training:
+        _train_serial(x3, gamma, beta, eps, running_mean, running_var, decay, out)
+    else:
+        _eval_serial(x3, gamma, beta, eps, running_mean, running_var, out)
