@@ -11,6 +11,8 @@ from libc.math cimport sqrt
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
+from arrays cimport plain_array
+
 cdef extern from "simd.h" nogil:
     int fastdl_cpu_has_avx2_fma()
 
@@ -318,8 +320,8 @@ def normalize(const real[:, :, ::1] x3 not None, const double[::1] mean not None
 # path costs ~9 us: two kernel entries with seven typed memoryviews (~0.2 us each), the
 # running-statistics update and the float64 conversions as NumPy calls. Here the wrapper
 # passes ndarrays it has already validated (C-contiguous, native byte order, x3's dtype
-# for out/gamma/beta, float32 or float64 running statistics), and the data pointers are
-# read directly. The arithmetic is the general path's on one thread, operation for
+# for out/gamma/beta, float32 or float64 running statistics), and their data pointers are
+# read directly (see kernels/arrays.pxd). The arithmetic is the general path's on one thread, operation for
 # operation, so the results are bitwise the same (tested).
 
 cdef inline void _serial_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
@@ -438,10 +440,9 @@ def batch_norm_serial(cnp.ndarray x3 not None, cnp.ndarray gamma not None,
     cdef Py_ssize_t n_rows, channels, length
     cdef double* scratch
     cdef int real_type = cnp.PyArray_TYPE(x3)
-    # The wrapper's contract, checked here too because the pointers below are raw (a
-    # handful of C tests, nothing against the ~1 us these arrays' memoryviews would cost).
-    if not (cnp.PyArray_NDIM(x3) == 3 and (real_type == cnp.NPY_FLOAT or real_type == cnp.NPY_DOUBLE)
-            and _fits(x3, real_type, x3) and _fits(out, real_type, x3)
+    # The wrapper's contract, checked because the pointers below are raw (kernels/arrays.pxd)
+    if not ((real_type == cnp.NPY_FLOAT or real_type == cnp.NPY_DOUBLE)
+            and plain_array(x3, real_type, 3) and _fits(out, real_type, x3)
             and cnp.PyArray_ISWRITEABLE(out)
             and _fits_channels(gamma, real_type, x3) and _fits_channels(beta, real_type, x3)
             and (running_mean is None or _fits_statistic(running_mean, x3, training))
@@ -469,17 +470,13 @@ def batch_norm_serial(cnp.ndarray x3 not None, cnp.ndarray gamma not None,
 
 
 cdef inline bint _fits(cnp.ndarray a, int real_type, cnp.ndarray x3):
-    """a is a C-contiguous, aligned, native array of x3's dtype and shape."""
-    return (cnp.PyArray_TYPE(a) == real_type and cnp.PyArray_ISCARRAY_RO(a)
-            and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_NDIM(a) == 3
-            and a.shape[0] == x3.shape[0] and a.shape[1] == x3.shape[1]
-            and a.shape[2] == x3.shape[2])
+    """a is a plain array (kernels/arrays.pxd) of x3's dtype and shape."""
+    return (plain_array(a, real_type, 3) and a.shape[0] == x3.shape[0]
+            and a.shape[1] == x3.shape[1] and a.shape[2] == x3.shape[2])
 
 
 cdef inline bint _fits_channels(cnp.ndarray a, int real_type, cnp.ndarray x3):
-    return (cnp.PyArray_TYPE(a) == real_type and cnp.PyArray_ISCARRAY_RO(a)
-            and cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_NDIM(a) == 1
-            and a.shape[0] == x3.shape[1])
+    return plain_array(a, real_type, 1) and a.shape[0] == x3.shape[1]
 
 
 cdef inline bint _fits_statistic(cnp.ndarray a, cnp.ndarray x3, bint written):

@@ -323,3 +323,26 @@ def test_cython_batch_norm_serial_refuses_arrays_off_its_contract():
             batch_norm_serial(**dict(ok, **{name: bad}))
     with pytest.raises(ValueError, match="contract"):  # eval needs the statistics
         batch_norm_serial(**dict(ok, training=False, running_mean=None, running_var=None))
+
+
+@pytest.mark.parametrize("kernel", ["max_pool_nhwc", "avg_pool_nhwc"])
+def test_cython_pooling_refuses_arrays_off_its_contract(kernel):
+    """As above, for the pooling kernels (ndarrays in, raw data pointers)."""
+    status = fastdl.backends()["cython"]
+    require(status == "available", f"backend cython is unavailable: {status}")
+    import fastdl._cy.pool as cython_pool
+    run = getattr(cython_pool, kernel)
+    x = np.ones((2, 4, 4, 3), np.float32)
+    out = np.empty((2, 2, 2, 3), np.float32)
+    run(x, out, (2, 2), (2, 2), (0, 0), 1)
+    np.testing.assert_array_equal(out, 1.0)
+    read_only = out.copy()
+    read_only.flags.writeable = False
+    for bad_x, bad_out in [(x.astype(np.float64), out), (x, out.astype(np.float64)),
+                           (x.astype(">f4"), out), (x[:, :, :, ::-1], out),
+                           (np.asfortranarray(x), out), (x[0], out[0]), (x, read_only),
+                           (x, np.empty((1, 2, 2, 3), np.float32)),
+                           (x, np.empty((2, 2, 2, 4), np.float32)),
+                           (x.astype(np.int32), out.astype(np.int32))]:
+        with pytest.raises(ValueError, match="contract"):
+            run(bad_x, bad_out, (2, 2), (2, 2), (0, 0), 1)
