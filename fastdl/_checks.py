@@ -126,7 +126,7 @@ def memoized_for_plain_arguments(array_facts):
         @functools.wraps(validator)
         def validate(*args):
             for arg in args[array_facts:]:
-                if not _is_plain(arg):
+                if type(arg) not in _PLAIN_SCALARS and not _is_plain(arg):
                     return validator(*args)
             return cached(*args)
 

@@ -78,8 +78,11 @@ def backends():
     return {name: _status_of(name) for name in BACKENDS}
 
 
+_NAMES = frozenset(BACKENDS + ("auto",))
+
+
 def _check_name(backend, source):
-    if not isinstance(backend, str) or backend not in BACKENDS + ("auto",):
+    if not isinstance(backend, str) or backend not in _NAMES:
         raise ValueError(
             f"{source}: unknown backend {backend!r}; expected one of "
             f"{', '.join(repr(b) for b in BACKENDS + ('auto',))}"

@@ -146,6 +146,15 @@ def _affine_row_run(x2, r0, r1, center, scale, shift, out2, run):
     one piece ran 3x slower once a row exceeded 256 bytes (float64, C = 64)."""
     width = x2.shape[1]
     runs = (width + run - 1) // run
+    if runs == 1:
+        # Rows of one run (NHWC float32 up to 64 channels): indexed in 2-d, no slices
+        # (a slice per row and parameter is most of the time on narrow rows: 128 x 16
+        # values 1.5 -> 0.9 us; 25088 x 64, 416 -> 296 us)
+        for j in range(r1 - r0):
+            r = r1 - 1 - j
+            for w in range(width):
+                out2[r, w] = (x2[r, w] - center[w]) * scale[w] + shift[w]
+        return
     for j in range(r1 - r0):  # (range(r1 - 1, r0 - 1, -1) ran 1.5x slower)
         r = r1 - 1 - j
         for q in range(runs):
