@@ -222,7 +222,7 @@ STATISTICS_DTYPES = {"f32": (np.float32, np.float32), "f64": (np.float64, np.flo
 
 def _general_path_on_one_thread(module, x3, gamma, beta, eps, training, running, decay):
     """What fastdl/norm.py's general path computes with one thread (running updated)."""
-    from fastdl._numpy.norm import blend_statistic
+    from fastdl.norm import _blend_statistic as blend_statistic
     if training:
         mean, var = np.empty(x3.shape[1]), np.empty(x3.shape[1])
         module.channel_stats(x3, mean, var, 1)

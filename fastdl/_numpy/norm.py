@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from ..norm import _blend_statistic  # the general path's update, the same NumPy calls
+
 
 def channel_stats(x3, mean, var, num_threads):
     """Same contract as the compiled kernels; ``num_threads`` is ignored."""
@@ -31,22 +33,14 @@ def normalize(x3, mean, var, gamma, beta, eps, out, num_threads):
     scale_shift(x3, center, scale.astype(dtype), shift.astype(dtype), out, num_threads)
 
 
-def blend_statistic(running, batch, decay):
-    """running = decay * running + (1 - decay) * batch, computed in float64 and rounded
-    into ``running`` in place (the running-statistics update of every backend)."""
-    # three NumPy calls: each costs about a microsecond on C values
-    kept = np.multiply(running, decay, dtype=np.float64)
-    np.add(kept, (1 - decay) * batch, out=running, casting="unsafe")
-
-
 def batch_norm_serial(x3, gamma, beta, eps, training, running_mean, running_var, decay, out):
     """Same contract as the compiled kernels: the whole batch norm of x3 into out."""
     if training:
         mean, var = np.empty(x3.shape[1]), np.empty(x3.shape[1])
         channel_stats(x3, mean, var, 1)
         if running_mean is not None:
-            blend_statistic(running_mean, mean, decay)
-            blend_statistic(running_var, var, decay)
+            _blend_statistic(running_mean, mean, decay)
+            _blend_statistic(running_var, var, decay)
     else:
         mean = running_mean.astype(np.float64)
         var = running_var.astype(np.float64)
