@@ -50,6 +50,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
 #define REAL double
@@ -65,6 +67,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
 #undef TARGET
@@ -76,6 +80,8 @@
 #define VEC fastdl_f32x8
 #define LANES 8
 #define NB_FIRST 1
+#define QUARTER_VEC fastdl_f32x4 /* (a half vector: only as the leftover block) */
+#define QUARTER_LANES 4
 #define ROW_FN fastdl_conv_small_row_f32_avx2
 #define TRANSPOSE_FN fastdl_transpose_f32_avx2
 #include "conv_small_body.h"
@@ -84,6 +90,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
 #define REAL double
@@ -91,6 +99,8 @@
 #define VEC fastdl_f64x4
 #define LANES 4
 #define NB_FIRST 3
+#define QUARTER_VEC fastdl_f64x2
+#define QUARTER_LANES 2
 #define ROW_FN fastdl_conv_small_row_f64_avx2
 #define TRANSPOSE_FN fastdl_transpose_f64_avx2
 #include "conv_small_body.h"
@@ -99,6 +109,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
 #undef TARGET
@@ -120,6 +132,8 @@
 #define NB_FIRST 1
 #define HALF_VEC fastdl_f32x8
 #define HALF_LANES 8
+#define QUARTER_VEC fastdl_f32x4
+#define QUARTER_LANES 4
 #define ROW_FN fastdl_conv_small_row_f32_avx512
 #define TRANSPOSE_FN fastdl_transpose_f32_avx512
 #include "conv_small_body.h"
@@ -128,6 +142,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
@@ -139,6 +155,8 @@
 #define NB_FIRST 1
 #define HALF_VEC fastdl_f64x4
 #define HALF_LANES 4
+#define QUARTER_VEC fastdl_f64x2
+#define QUARTER_LANES 2
 #define ROW_FN fastdl_conv_small_row_f64_avx512
 #define TRANSPOSE_FN fastdl_transpose_f64_avx512
 #include "conv_small_body.h"
@@ -147,6 +165,8 @@
 #undef VEC
 #undef LANES
 #undef NB_FIRST
+#undef QUARTER_VEC
+#undef QUARTER_LANES
 #undef HALF_VEC
 #undef HALF_LANES
 #undef ROW_FN
