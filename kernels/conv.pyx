@@ -21,6 +21,14 @@ cdef extern from "conv_small.h" nogil:
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
                                    const Py_ssize_t* koff, Py_ssize_t k_total,
                                    Py_ssize_t pix_stride, Py_ssize_t chan_stride)
+    void fastdl_conv_depthwise_row_f32(int isa, const float* x_row, const float* w,
+                                       const float* bias, float* out_row, Py_ssize_t out_w,
+                                       Py_ssize_t channels, Py_ssize_t pixel_step,
+                                       const Py_ssize_t* toff, Py_ssize_t taps)
+    void fastdl_conv_depthwise_row_f64(int isa, const double* x_row, const double* w,
+                                       const double* bias, double* out_row, Py_ssize_t out_w,
+                                       Py_ssize_t channels, Py_ssize_t pixel_step,
+                                       const Py_ssize_t* toff, Py_ssize_t taps)
     void fastdl_transpose_f32(int isa, const float* src, Py_ssize_t src_stride, float* dst,
                               Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols)
     void fastdl_transpose_f64(int isa, const double* src, Py_ssize_t src_stride, double* dst,
@@ -104,6 +112,18 @@ cdef inline void _small_row(int isa, const real* x_row, const real* w, const rea
     else:
         fastdl_conv_small_row_f64(isa, x_row, w, bias, out_row, out_w, out_c, pixel_step,
                                   koff, k_total, pix_stride, chan_stride)
+
+
+cdef inline void _depthwise_row(int isa, const real* x_row, const real* w, const real* bias,
+                                real* out_row, Py_ssize_t out_w, Py_ssize_t channels,
+                                Py_ssize_t pixel_step, const Py_ssize_t* toff,
+                                Py_ssize_t taps) noexcept nogil:
+    if real is float:
+        fastdl_conv_depthwise_row_f32(isa, x_row, w, bias, out_row, out_w, channels,
+                                      pixel_step, toff, taps)
+    else:
+        fastdl_conv_depthwise_row_f64(isa, x_row, w, bias, out_row, out_w, channels,
+                                      pixel_step, toff, taps)
 
 
 cdef inline void _transpose(int isa, const real* src, Py_ssize_t src_stride, real* dst,
@@ -341,6 +361,22 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                 out_row = out_ptr + row * out_w * out_c
             _small_row(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c, sw * in_c, koff_ptr,
                        k_total, pix_stride, chan_stride)
+        return
+
+    if path == _conv_plan.DEPTHWISE:
+        # c_per_group is 1: the reduction offsets are one per tap
+        koff = _conv_plan.reduction_offsets((n_batch, in_d, in_h, in_w, in_c),
+                                            (k_d, k_h, k_w, c_per_group, out_c), dilation)
+        koff_ptr = &koff[0]
+        isa = _small_isa
+        # One task per output row (n, od, oh): each thread writes only its own rows.
+        for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+            n = row // (out_d * out_h)
+            od = (row // out_h) % out_d
+            oh = row % out_h
+            _depthwise_row(isa, xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
+                           w_ptr, b_ptr, out_ptr + row * out_w * out_c, out_w, out_c,
+                           sw * in_c, koff_ptr, k_total)
         return
 
     if path == _conv_plan.DIRECT:

@@ -44,6 +44,7 @@
 #define NB_FIRST 3
 #define ROW_FN fastdl_conv_small_row_f32_generic
 #define TRANSPOSE_FN fastdl_transpose_f32_generic
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f32_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -54,6 +55,7 @@
 #undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x2
@@ -61,6 +63,7 @@
 #define NB_FIRST 6
 #define ROW_FN fastdl_conv_small_row_f64_generic
 #define TRANSPOSE_FN fastdl_transpose_f64_generic
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f64_generic
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -71,6 +74,7 @@
 #undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #undef TARGET
 
 #ifdef FASTDL_HAVE_AVX2_PATH
@@ -84,6 +88,7 @@
 #define QUARTER_LANES 4
 #define ROW_FN fastdl_conv_small_row_f32_avx2
 #define TRANSPOSE_FN fastdl_transpose_f32_avx2
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f32_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -94,6 +99,7 @@
 #undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x4
@@ -103,6 +109,7 @@
 #define QUARTER_LANES 2
 #define ROW_FN fastdl_conv_small_row_f64_avx2
 #define TRANSPOSE_FN fastdl_transpose_f64_avx2
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f64_avx2
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -113,6 +120,7 @@
 #undef QUARTER_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #undef TARGET
 #endif
 #undef P_WIDE
@@ -136,6 +144,7 @@
 #define QUARTER_LANES 4
 #define ROW_FN fastdl_conv_small_row_f32_avx512
 #define TRANSPOSE_FN fastdl_transpose_f32_avx512
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f32_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -148,6 +157,7 @@
 #undef HALF_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #define REAL double
 #define REAL_INDEX long long
 #define VEC fastdl_f64x8
@@ -159,6 +169,7 @@
 #define QUARTER_LANES 2
 #define ROW_FN fastdl_conv_small_row_f64_avx512
 #define TRANSPOSE_FN fastdl_transpose_f64_avx512
+#define DEPTHWISE_FN fastdl_conv_depthwise_row_f64_avx512
 #include "conv_small_body.h"
 #undef REAL
 #undef REAL_INDEX
@@ -171,6 +182,7 @@
 #undef HALF_LANES
 #undef ROW_FN
 #undef TRANSPOSE_FN
+#undef DEPTHWISE_FN
 #undef TARGET
 #undef P_WIDE
 #undef P_PAIR
@@ -264,5 +276,33 @@ FASTDL_CONV_SMALL_DISPATCH(double, f64)
 
 FASTDL_TRANSPOSE_DISPATCH(float, f32)
 FASTDL_TRANSPOSE_DISPATCH(double, f64)
+
+/* `call; return;` when the build isa is selected and compiled in */
+#ifdef FASTDL_HAVE_AVX512_PATH
+#define FASTDL_IF_AVX512(call) if (isa == FASTDL_ISA_AVX512) { call; return; }
+#else
+#define FASTDL_IF_AVX512(call)
+#endif
+#ifdef FASTDL_HAVE_AVX2_PATH
+#define FASTDL_IF_AVX2(call) if (isa == FASTDL_ISA_AVX2) { call; return; }
+#else
+#define FASTDL_IF_AVX2(call)
+#endif
+
+/* One output row of a depthwise conv (DEPTHWISE_FN in conv_small_body.h), in the build isa. */
+#define FASTDL_DEPTHWISE_ARGS x_row, w, bias, out_row, out_w, channels, pixel_step, toff, taps
+#define FASTDL_DEPTHWISE_DISPATCH(REAL, SUFFIX)                                               \
+    static void fastdl_conv_depthwise_row_##SUFFIX(                                           \
+        int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
+        ptrdiff_t out_w, ptrdiff_t channels, ptrdiff_t pixel_step, const ptrdiff_t* toff,     \
+        ptrdiff_t taps)                                                                       \
+    {                                                                                         \
+        FASTDL_IF_AVX512(fastdl_conv_depthwise_row_##SUFFIX##_avx512(FASTDL_DEPTHWISE_ARGS))   \
+        FASTDL_IF_AVX2(fastdl_conv_depthwise_row_##SUFFIX##_avx2(FASTDL_DEPTHWISE_ARGS))       \
+        fastdl_conv_depthwise_row_##SUFFIX##_generic(FASTDL_DEPTHWISE_ARGS);                  \
+    }
+
+FASTDL_DEPTHWISE_DISPATCH(float, f32)
+FASTDL_DEPTHWISE_DISPATCH(double, f64)
 
 #endif

@@ -183,6 +183,87 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
     for (; oc < out_c; oc++) CHANNEL_BLOCK(P_ONE, 1, REAL, 1, STORE_TILE, STORE_TILE);
 }
 
+/* Depthwise conv (groups == C_in == C_out): output channel c reads input channel c only,
+ * so the reduction runs over the taps alone and the vectors run along the channels: P
+ * pixels x NB vectors of channels stay in registers over the taps, each multiply-add
+ * reading an input vector and a weight vector (no broadcast, unlike ROW_FN). Output
+ * channels-last; (pixel p, channel c) at out_row[p * channels + c]; toff[t]: offset of
+ * tap t from a pixel's first input element; w: taps x channels. */
+#define DW_BODY(P, NB, V, L)                                                               \
+    do {                                                                               \
+        const REAL* x_pix = x_row + ow * pixel_step + c;                               \
+        V acc[P][NB];                                                                  \
+        for (int b = 0; b < NB; b++) {                                                 \
+            V bv = FASTDL_LOADV(V, bias + c + b * L);                                  \
+            for (int p = 0; p < P; p++) acc[p][b] = bv;                                \
+        }                                                                              \
+        for (ptrdiff_t t = 0; t < taps; t++) {                                         \
+            V wv[NB];                                                                  \
+            for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, w + t * channels + c + b * L); \
+            const REAL* xt = x_pix + toff[t];                                          \
+            for (int p = 0; p < P; p++)                                                \
+                for (int b = 0; b < NB; b++)                                           \
+                    acc[p][b] += FASTDL_LOADV(V, xt + p * pixel_step + b * L) * wv[b]; \
+        }                                                                              \
+        for (int p = 0; p < P; p++)                                                    \
+            for (int b = 0; b < NB; b++)                                               \
+                FASTDL_STOREV(V, out_row + (ow + p) * channels + c + b * L, acc[p][b]); \
+    } while (0)
+
+/* P pixels from ow, every channel: vector blocks, then narrower ones, then scalars */
+#define DW_CHANNELS(P)                                                                     \
+    do {                                                                               \
+        ptrdiff_t c = 0;                                                               \
+        for (; c + 2 * LANES <= channels; c += 2 * LANES) DW_BODY(P, 2, VEC, LANES);   \
+        for (; c + LANES <= channels; c += LANES) DW_BODY(P, 1, VEC, LANES);           \
+        DW_HALF(P);                                                                    \
+        DW_QUARTER(P);                                                                 \
+        for (; c < channels; c++) DW_BODY(P, 1, REAL, 1);                              \
+    } while (0)
+#ifdef HALF_VEC
+#define DW_HALF(P) for (; c + HALF_LANES <= channels; c += HALF_LANES) DW_BODY(P, 1, HALF_VEC, HALF_LANES)
+#else
+#define DW_HALF(P)
+#endif
+#ifdef QUARTER_VEC
+#define DW_QUARTER(P)                                                                      \
+    for (; c + QUARTER_LANES <= channels; c += QUARTER_LANES)                          \
+        DW_BODY(P, 1, QUARTER_VEC, QUARTER_LANES)
+#else
+#define DW_QUARTER(P)
+#endif
+
+/* 32 vector registers (AVX-512): 8 pixels x 2 vectors; else 4 x 2 */
+#if P_WIDE > 0
+#define DW_P 8
+#else
+#define DW_P 4
+#endif
+
+/* Pixel blocks outer, channels inner: a block's input pixels stay in L1 for all its
+ * channels (channels outer over the whole row: 8x56x56x64 fp32, one thread, 0.90 ms
+ * against ...). The last block is moved back to end at the row's end, as in ROW_FN. */
+TARGET static void DEPTHWISE_FN(const REAL* x_row, const REAL* w, const REAL* bias,
+                                REAL* out_row, ptrdiff_t out_w, ptrdiff_t channels,
+                                ptrdiff_t pixel_step, const ptrdiff_t* toff, ptrdiff_t taps)
+{
+    if (out_w >= DW_P) {
+        for (ptrdiff_t ow = 0;; ow += DW_P) {
+            if (ow + DW_P > out_w) ow = out_w - DW_P;
+            DW_CHANNELS(DW_P);
+            if (ow + DW_P == out_w) break;
+        }
+    } else {
+        for (ptrdiff_t ow = 0; ow < out_w; ow++) DW_CHANNELS(1);
+    }
+}
+
+#undef DW_BODY
+#undef DW_CHANNELS
+#undef DW_HALF
+#undef DW_QUARTER
+#undef DW_P
+
 /* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols: L x L tiles
  * loaded as L vectors, transposed in registers by the rounds above and stored as L vectors.
  * A dimension that is not a multiple of L ends with a tile moved back to end at its end

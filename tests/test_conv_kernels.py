@@ -1,4 +1,5 @@
-"""Every compiled conv algorithm (small register-blocked, direct, shifted GEMM, im2col GEMM)
+"""Every compiled conv algorithm (small register-blocked, depthwise, direct, shifted GEMM,
+im2col GEMM)
 on every backend and dtype, against PyTorch in float64.
 
 The path is chosen by shape in fastdl/_conv_plan.py; these tests move its thresholds so
@@ -40,12 +41,13 @@ CASES = [
 ]
 
 PATHS = {
-    # thresholds that send these small cases down each path
-    "direct": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1 << 30),
+    # thresholds that send these small cases down each path (DEPTHWISE: its own test)
+    "direct": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1 << 30,
+                   DEPTHWISE_MIN_CHANNELS=1 << 30),
     "shifted": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
-                    SHIFTED_MIN_IN_PER_GROUP=1),
+                    SHIFTED_MIN_IN_PER_GROUP=1, DEPTHWISE_MIN_CHANNELS=1 << 30),
     "im2col": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
-                   SHIFTED_MIN_IN_PER_GROUP=1 << 30),
+                   SHIFTED_MIN_IN_PER_GROUP=1 << 30, DEPTHWISE_MIN_CHANNELS=1 << 30),
     # groups == 1 only; the grouped cases fall through to the other rules
     "small": dict(SMALL_MAX_REDUCTION=1 << 30, SMALL_MIN_OUT=1, SMALL_MAX_OUT=1 << 30),
 }
@@ -96,6 +98,7 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
 
 
 CHANNELS_FIRST = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
+CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1],
@@ -455,3 +458,65 @@ def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch,
     assert np.isnan(expected).any() and np.isinf(expected).any()
     assert got.dtype == dtype and got.flags.c_contiguous
     assert_close(got, expected, dtype)
+
+
+# Depthwise convs (groups == C_in == C_out): channel counts around every vector width
+# (full, half and quarter vectors, scalars: 1-3, 4, 7, 8, 13, 16, 24, 33, 40), rows
+# narrower than a pixel block, strides, dilation, padding, 1-d / 2-d / 3-d.
+DEPTHWISE_CASES = [
+    (2, 2, 8, (7, 9), (3, 3), 1, 1, 1),
+    (2, 1, 13, (6, 11), (3, 3), 2, 1, 1),
+    (2, 2, 33, (5, 12), (5, 3), 1, (2, 1), (1, 2)),
+    (2, 1, 3, (9, 3), (3, 3), 1, 1, 1),                  # rows narrower than a block
+    (2, 1, 40, (4, 19), (2, 2), 2, 0, 1),
+    (2, None, 16, (8, 8), (3, 3), 1, "same", 2),
+    (2, 1, 1, (6, 7), (3, 3), 1, 1, 1),                  # one channel (groups 1: SMALL)
+    (2, 1, 24, (3, 10), (1, 1), 1, 0, 1),
+    (1, 2, 7, (21,), (5,), 1, 2, 1),
+    (1, 1, 4, (30,), (3,), 3, 1, 2),
+    (3, 1, 2, (4, 5, 9), (3, 3, 3), 1, 1, 1),
+    (3, 1, 12, (3, 6, 6), (3, 1, 3), (1, 2, 1), (1, 0, 1), 1),
+]
+
+
+@pytest.mark.parametrize("layout", ["last", "first"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES,
+                         ids=lambda c: f"{c[0]}d-c{c[2]}-w{c[3][-1]}-k{c[4]}-s{c[5]}-p{c[6]}-d{c[7]}")
+def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, monkeypatch):
+    nd, batch, channels, spatial, kernel, stride, padding, dilation = case
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (channels,))
+    x.flat[3] = np.nan
+    x.flat[-2] = np.inf
+    w = rng.standard_normal(kernel + (1, channels))
+    b = rng.standard_normal(channels)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, channels)
+    if layout == "first":
+        x, expected = np.moveaxis(x, -1, 1), np.moveaxis(expected, -1, 1)
+        w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
+    if batch is None:
+        x, expected = x[0], expected[0]
+    seen = []
+    original_choose = _conv_plan.choose
+    monkeypatch.setattr(_conv_plan, "choose",
+                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    layout_name = CHANNELS_FIRST[nd] if layout == "first" else CHANNELS_LAST[nd]
+    cython_conv = kernels("conv", "cython") if backend == "cython" else None
+    builds = cython_conv._small_builds_available() if cython_conv else [None]
+    for build in builds:  # cython: every build of the C kernel this CPU runs
+        if build is not None:
+            cython_conv._small_kernel_build(build)
+        try:
+            got = getattr(fastdl, f"conv{nd}d")(
+                x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
+                padding=padding, dilation=dilation, groups=channels, layout=layout_name,
+                backend=backend)
+        finally:
+            if build is not None:  # back to the best build
+                cython_conv._small_kernel_build(builds[-1])
+        assert got.dtype == dtype
+        assert_close(got, expected, dtype)
+    if backend != "numpy":
+        want = _conv_plan.SMALL if channels == 1 else _conv_plan.DEPTHWISE
+        assert set(seen) == {want}, f"kernel took path {seen}, expected {want}"

@@ -139,6 +139,75 @@ def _conv_direct(x, w, bias, out, dims, threads):
                     out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups)
 
 
+# DEPTHWISE path (groups == C_in == C_out): output channel c reads input channel c only.
+# Blocks of _DW_PIXELS pixels x _NARROW_CHUNK channels are summed over the taps in a
+# stack buffer promoted to registers (as the SMALL blocks below, but each multiply-add
+# reads an input vector along the channels instead of broadcasting one value); the
+# channels and pixels the blocks leave go through a plain loop.
+_DW_PIXELS = 4
+
+
+@njit_serial(inline="always")
+def _depthwise_block(x, w, bias, out, toff, x_pix, pixel_step, out_pix, channels, c0):
+    chunk = _NARROW_CHUNK
+    acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
+    for o in range(chunk):
+        v = bias[c0 + o]
+        for p in range(_DW_PIXELS):
+            acc[p * chunk + o] = v
+    for t in range(toff.shape[0]):
+        xt = x_pix + toff[t] + c0
+        wt = t * channels + c0
+        for o in range(chunk):
+            wv = w[_u(wt + o)]
+            for p in range(_DW_PIXELS):
+                acc[p * chunk + o] += x[_u(xt + p * pixel_step + o)] * wv
+    for p in range(_DW_PIXELS):
+        for o in range(chunk):
+            out[_u(out_pix + p * channels + c0 + o)] = acc[p * chunk + o]
+
+
+@njit_serial
+def _depthwise_plain(x, w, bias, out, x_row, out_row, ow0, ow1, c0, c1, channels,
+                     pixel_step, toff):
+    """Pixels ow0..ow1-1, channels c0..c1-1 of a depthwise output row, one at a time."""
+    for ow in range(ow0, ow1):
+        o = out_row + ow * channels
+        xb = x_row + ow * pixel_step
+        for c in range(c0, c1):
+            v = bias[c]
+            for t in range(toff.shape[0]):
+                v += x[_u(xb + toff[t] + c)] * w[_u(t * channels + c)]
+            out[_u(o + c)] = v
+
+
+@njit_serial
+def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step, toff):
+    blocked_w = out_w - out_w % _DW_PIXELS
+    blocked_c = channels - channels % _NARROW_CHUNK
+    for ow in range(0, blocked_w, _DW_PIXELS):
+        for c0 in range(0, blocked_c, _NARROW_CHUNK):
+            _depthwise_block(x, w, bias, out, toff, x_row + ow * pixel_step, pixel_step,
+                             out_row + ow * channels, channels, c0)
+    _depthwise_plain(x, w, bias, out, x_row, out_row, 0, blocked_w, blocked_c, channels,
+                     channels, pixel_step, toff)
+    _depthwise_plain(x, w, bias, out, x_row, out_row, blocked_w, out_w, 0, channels,
+                     channels, pixel_step, toff)
+
+
+@njit_parallel
+def _conv_depthwise(x, w, bias, out, toff, dims, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
+    # One task per output row (n, od, oh): each thread writes only its own rows.
+    for row in prange(n_batch * out_d * out_h):
+        n = row // (out_d * out_h)
+        od = (row // out_h) % out_d
+        oh = row % out_h
+        _depthwise_row(x, w, bias, out, ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
+                       row * out_w * out_c, out_w, out_c, sw * in_c, toff)
+
+
 # SMALL path: a block of `pixels` output pixels x `chunk` output channels is accumulated
 # in a stack buffer that LLVM promotes to vector registers (an alloca cannot alias the
 # input or weights, and every index is constant once the pixel loops are fully unrolled:
@@ -630,6 +699,10 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
         run_parallel(_conv_direct, threads, *flat, threads)
+        return
+    if path == _conv_plan.DEPTHWISE:  # (one reduction offset per tap: c_per_group is 1)
+        toff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
+        run_parallel(_conv_depthwise, threads, *flat[:4], toff, dims, threads)
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
