@@ -106,7 +106,7 @@ def _cases(op, label, suites=("full",), naive=False, layouts="both", **dims):
 def _conv_cases(suites, naive=False, layouts="both", **kw):
     nd = len(kw["spatial"])
     kernel = kw.pop("kernel")
-    dims = dict(dict(nd=nd, stride=1, padding=0), **kw)
+    dims = dict(dict(nd=nd, stride=1, padding=0, groups=1), **kw)
     dims["kernel"] = (kernel,) * nd if isinstance(kernel, int) else tuple(kernel)
     label = (f"N{dims['n']} {dims['c_in']}->{dims['c_out']} {'x'.join(map(str, dims['spatial']))}"
              f" k{'x'.join(map(str, dims['kernel']))}")
@@ -114,6 +114,8 @@ def _conv_cases(suites, naive=False, layouts="both", **kw):
         label += f" s{dims['stride']}"
     if dims["padding"] != 0:
         label += f" p{dims['padding']}"
+    if dims["groups"] != 1:
+        label += f" g{dims['groups']}"
     return _cases(f"conv{nd}d", label, suites, naive, layouts, **dims)
 
 
@@ -133,6 +135,9 @@ def _build_registry():
     cases += _conv_cases(both, n=1, c_in=64, c_out=64, spatial=(56, 56), kernel=3, padding=1)
     cases += _conv_cases(full, n=4, c_in=16, c_out=32, spatial=(64, 64), kernel=3, padding=1)
     cases += _conv_cases(full, n=1, c_in=1, c_out=8, spatial=(128, 128), kernel=3, padding=1)
+    # a depthwise layer (MobileNet-style)
+    cases += _conv_cases(both, n=8, c_in=64, c_out=64, spatial=(56, 56), kernel=3, padding=1,
+                         groups=64)
     cases += _conv_cases(quick, layouts="last",
                          n=4, c_in=3, c_out=64, spatial=(128, 128), kernel=3, padding=1)
     cases += _conv_cases(both, naive=True, layouts="last",
@@ -220,8 +225,9 @@ class _ConvFamily(_Family):
     def inputs(self, case, dtype, rng):
         d = case.params
         x = rng.standard_normal((d["n"],) + d["spatial"] + (d["c_in"],)).astype(dtype)
-        w = (rng.standard_normal(d["kernel"] + (d["c_in"], d["c_out"]))
-             / math.sqrt(d["c_in"] * math.prod(d["kernel"]))).astype(dtype)
+        c_per_group = d["c_in"] // d["groups"]
+        w = (rng.standard_normal(d["kernel"] + (c_per_group, d["c_out"]))
+             / math.sqrt(c_per_group * math.prod(d["kernel"]))).astype(dtype)
         b = rng.standard_normal(d["c_out"]).astype(dtype)
         if case.channels_last:
             return dict(x=x, weight=w, bias=b)
@@ -243,7 +249,7 @@ class _ConvFamily(_Family):
         d, op = case.params, getattr(fastdl, case.op)
         x, w, b = arrays["x"], arrays["weight"], arrays["bias"]
         return lambda: op(x, w, b, stride=d["stride"], padding=d["padding"],
-                          layout=case.layout, backend=backend)
+                          groups=d["groups"], layout=case.layout, backend=backend)
 
     def torch(self, case, arrays, torch):
         d = case.params
@@ -261,7 +267,8 @@ class _ConvFamily(_Family):
                 w = w.contiguous(memory_format=memory_format)
         else:
             w = torch.from_numpy(arrays["weight"])
-        return lambda: function(x, w, b, stride=d["stride"], padding=d["padding"])
+        return lambda: function(x, w, b, stride=d["stride"], padding=d["padding"],
+                                groups=d["groups"])
 
     def naive(self, case, arrays):
         function = self.reference_function(case)
@@ -269,12 +276,14 @@ class _ConvFamily(_Family):
             return None
         d = case.params
         a = self.channels_last_inputs(case, arrays)
-        return lambda: function(a["x"], a["weight"], a["bias"], d["stride"], d["padding"])
+        return lambda: function(a["x"], a["weight"], a["bias"], d["stride"], d["padding"],
+                                groups=d["groups"])
 
     def work(self, case, dtype):
         d = case.params
         out = shapes.conv_output(d["spatial"], d["kernel"], d["stride"], d["padding"])
-        macs = d["n"] * math.prod(out) * d["c_out"] * d["c_in"] * math.prod(d["kernel"])
+        macs = (d["n"] * math.prod(out) * d["c_out"] * (d["c_in"] // d["groups"])
+                * math.prod(d["kernel"]))
         return 2 * macs, "flop"
 
 
