@@ -398,8 +398,15 @@ def padded_channels_last(x, padded_shape, interior, dtype):
     which also fixes dtype, byte order and memory layout."""
     if interior is None:
         return np.ascontiguousarray(x, dtype=dtype)
-    # Zero only the padding slabs, not the whole array first (np.zeros then the copy
-    # write the interior twice: 8x58x58x64 float32, 0.30 -> 0.23 ms)
+    out = padded_empty(padded_shape, interior, dtype)
+    out[interior] = x
+    return out
+
+
+def padded_empty(padded_shape, interior, dtype):
+    """A new array whose padding (everything outside ``interior``) is zero and whose
+    interior is left for the caller to fill. Only the padding slabs are written: np.zeros
+    then the copy would write the interior twice (8x58x58x64 float32: 0.30 -> 0.23 ms)."""
     out = np.empty(padded_shape, dtype=dtype)
     for axis, part in enumerate(interior):
         before = (slice(None),) * axis
@@ -407,7 +414,6 @@ def padded_channels_last(x, padded_shape, interior, dtype):
             out[before + (slice(0, part.start),)] = 0
         if part.stop is not None and part.stop < padded_shape[axis]:
             out[before + (slice(part.stop, None),)] = 0
-    out[interior] = x
     return out
 
 

@@ -91,7 +91,9 @@ def _kernel_input(module, spec, nd):
     x_first = _to_3d(np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=geometry.dtype), nd, 2)
     n, channels = x_first.shape[:2]
     pads = ((0, 0),) * (3 - nd) + geometry.pads
-    alloc = np.zeros if any(lo or hi for lo, hi in pads) else np.empty
-    xp = alloc((n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,), geometry.dtype)
+    padded_shape = (n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,)
+    interior = _checks.interior_index(x_first.shape[2:], pads)
+    xp = (np.empty(padded_shape, geometry.dtype) if interior is None
+          else _checks.padded_empty(padded_shape, interior, geometry.dtype))
     module.to_channels_last(x_first, xp, tuple(lo for lo, _ in pads), threads_for(x_first.size))
     return xp
