@@ -53,6 +53,15 @@ PATHS = {
 }
 
 
+def _record_paths(monkeypatch):
+    """A list that gets the path of every conv kernel call from now on."""
+    seen = []
+    original_choose = _conv_plan.choose
+    monkeypatch.setattr(_conv_plan, "choose",
+                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    return seen
+
+
 def _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups):
     """float64 oracle on channels-first copies of channels-last x and weights."""
     x_t = torch.from_numpy(np.moveaxis(x, -1, 1).astype(np.float64))
@@ -82,10 +91,7 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
     if batch is None:
         x, expected = x[0], expected[0]
     conv = getattr(fastdl, f"conv{nd}d")
-    seen = []
-    original_choose = _conv_plan.choose
-    monkeypatch.setattr(_conv_plan, "choose",
-                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    seen = _record_paths(monkeypatch)
     got = conv(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
                padding=padding, dilation=dilation, groups=groups, backend=backend)
     assert_close(got, expected, dtype)
@@ -119,10 +125,7 @@ def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rn
                       stride=stride, padding=padding, dilation=dilation).numpy()
     if batch is None:
         x, expected = x[0], expected[0]
-    seen = []
-    original_choose = _conv_plan.choose
-    monkeypatch.setattr(_conv_plan, "choose",
-                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    seen = _record_paths(monkeypatch)
     got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
                                         stride=stride, padding=padding, dilation=dilation,
                                         layout=CHANNELS_FIRST[nd], backend=backend)
@@ -497,10 +500,7 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
         w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
     if batch is None:
         x, expected = x[0], expected[0]
-    seen = []
-    original_choose = _conv_plan.choose
-    monkeypatch.setattr(_conv_plan, "choose",
-                        lambda *a: seen.append(original_choose(*a)[0]) or original_choose(*a))
+    seen = _record_paths(monkeypatch)
     layout_name = CHANNELS_FIRST[nd] if layout == "first" else CHANNELS_LAST[nd]
     cython_conv = kernels("conv", "cython") if backend == "cython" else None
     builds = cython_conv._small_builds_available() if cython_conv else [None]
