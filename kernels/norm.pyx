@@ -302,15 +302,21 @@ def normalize(const real[:, :, ::1] x3 not None, const double[::1] mean not None
     cdef Py_ssize_t channels = x3.shape[1], c
     cdef real[:, ::1] parameters = np.empty((3, channels),
                                             np.float32 if real is float else np.float64)
-    cdef double scale
-    cdef real center
     for c in range(channels):
-        scale = gamma[c] / sqrt(var[c] + eps)
-        center = <real>mean[c]
-        parameters[0, c] = center
-        parameters[1, c] = <real>scale
-        parameters[2, c] = <real>(beta[c] - (mean[c] - center) * scale)
+        _channel_affine(gamma[c], beta[c], mean[c], var[c], eps, &parameters[0, c],
+                        &parameters[1, c], &parameters[2, c])
     _scale_shift(x3, parameters[0], parameters[1], parameters[2], out, num_threads)
+
+
+cdef inline void _channel_affine(double gamma, double beta, double mean, double var,
+                                 double eps, real* center, real* scale,
+                                 real* shift) noexcept nogil:
+    """One channel's center (the mean rounded to x's dtype), scale and shift, computed in
+    float64 (see fastdl/norm.py): the arithmetic of both normalize() and the serial call."""
+    cdef double factor = gamma / sqrt(var + eps)
+    center[0] = <real>mean
+    scale[0] = <real>factor
+    shift[0] = <real>(beta - (mean - center[0]) * factor)
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,8 +327,8 @@ def normalize(const real[:, :, ::1] x3 not None, const double[::1] mean not None
 # running-statistics update and the float64 conversions as NumPy calls. Here the wrapper
 # passes ndarrays it has already validated (C-contiguous, native byte order, x3's dtype
 # for out/gamma/beta, float32 or float64 running statistics), and their data pointers are
-# read directly (see kernels/arrays.pxd). The arithmetic is the general path's on one thread, operation for
-# operation, so the results are bitwise the same (tested).
+# read directly (see kernels/arrays.pxd). The arithmetic is the general path's on one
+# thread, operation for operation, so the results are bitwise the same (tested).
 
 cdef inline void _serial_stats(const real* x, Py_ssize_t n_rows, Py_ssize_t channels,
                                Py_ssize_t length, double* mean, double* var,
@@ -381,31 +387,34 @@ cdef void _serial_normalize(const real* x, real* out, Py_ssize_t n_rows,
                             Py_ssize_t channels, Py_ssize_t length, const double* mean,
                             const double* var, const real* gamma, const real* beta,
                             double eps, real* parameters) noexcept nogil:
-    """normalize() on one thread; parameters holds 3 * channels * length values."""
-    cdef Py_ssize_t c, b, width = channels * length
+    """normalize() on one thread; parameters holds 3 * channels * _values_per_channel()."""
+    cdef Py_ssize_t c, b, per = _values_per_channel(length)
     cdef Py_ssize_t items = n_rows * channels * ((length + PIECE - 1) // PIECE)
-    cdef double scale
-    cdef real center
     cdef real* centers = parameters
-    cdef real* scales = parameters + width
-    cdef real* shifts = parameters + 2 * width
-    for c in range(channels):  # normalize()'s arithmetic; columns repeated per value
-        scale = gamma[c] / sqrt(var[c] + eps)
-        center = <real>mean[c]
-        for b in range(length if length < SEGMENT_MIN else 1):
-            centers[c * length + b if length < SEGMENT_MIN else c] = center
-            scales[c * length + b if length < SEGMENT_MIN else c] = <real>scale
-            shifts[c * length + b if length < SEGMENT_MIN else c] = \
-                <real>(beta[c] - (mean[c] - center) * scale)
+    cdef real* scales = parameters + channels * per
+    cdef real* shifts = parameters + 2 * channels * per
+    for c in range(channels):
+        _channel_affine(gamma[c], beta[c], mean[c], var[c], eps, &centers[c * per],
+                        &scales[c * per], &shifts[c * per])
+        for b in range(1, per):  # the columns kernel takes one value per column
+            centers[c * per + b] = centers[c * per]
+            scales[c * per + b] = scales[c * per]
+            shifts[c * per + b] = shifts[c * per]
     if length < SEGMENT_MIN:
         if real is float:
-            fastdl_norm_affine_columns_f32(_avx2, x, out, n_rows, width, centers, scales,
-                                           shifts)
+            fastdl_norm_affine_columns_f32(_avx2, x, out, n_rows, channels * length, centers,
+                                           scales, shifts)
         else:
-            fastdl_norm_affine_columns_f64(_avx2, x, out, n_rows, width, centers, scales,
-                                           shifts)
+            fastdl_norm_affine_columns_f64(_avx2, x, out, n_rows, channels * length, centers,
+                                           scales, shifts)
     else:
         _affine_segment_run(x, out, channels, length, 0, items, centers, scales, shifts)
+
+
+cdef inline Py_ssize_t _values_per_channel(Py_ssize_t length) noexcept nogil:
+    """Parameter values per channel in the serial call: one per column for the columns
+    kernel (length < SEGMENT_MIN), one for the segments kernel."""
+    return length if length < SEGMENT_MIN else 1
 
 
 cdef void _serial_batch_norm(const real* x, real* out, Py_ssize_t n_rows,
@@ -452,8 +461,9 @@ def batch_norm_serial(cnp.ndarray x3 not None, cnp.ndarray gamma not None,
         raise ValueError("batch_norm_serial: arrays do not fit the contract "
                          "(see fastdl/norm.py)")
     n_rows, channels, length = x3.shape[0], x3.shape[1], x3.shape[2]
-    # mean and var, then the statistics' or the parameters' scratch, the larger
-    scratch = <double*>malloc((2 * channels + 3 * channels * length + 3) * sizeof(double))
+    # mean and var, then the statistics' scratch (columns: 3 * C * length doubles;
+    # segments: C Summaries of 3), reused for the parameters (3 * C * per values)
+    scratch = <double*>malloc((2 + 3 * _values_per_channel(length)) * channels * sizeof(double))
     if scratch == NULL:
         raise MemoryError()
     if real_type == cnp.NPY_FLOAT:
