@@ -520,3 +520,27 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
     if backend != "numpy":
         want = _conv_plan.SMALL if channels == 1 else _conv_plan.DEPTHWISE
         assert set(seen) == {want}, f"kernel took path {seen}, expected {want}"
+
+
+@pytest.mark.parametrize("path", sorted(PATHS) + ["depthwise"])
+def test_padding_is_ieee_zeros(path, backend, dtype, monkeypatch):
+    """A padded cell is a zero that multiplies the weight: against an infinite weight it
+    gives NaN on every path (the decision in README.md; PyTorch's float64 conv agrees)."""
+    for name, value in PATHS.get(path, {}).items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    groups = 4 if path == "depthwise" else 1
+    x = np.ones((1, 5, 6, 4), dtype)
+    w = np.ones((3, 3, 4 // groups, 4), dtype)
+    w[0, 0, :, 0] = np.inf  # the top-left tap of output channel 0
+    seen = _record_paths(monkeypatch)
+    with np.errstate(invalid="ignore"):
+        got = fastdl.conv2d(x, w, padding=1, groups=groups, backend=backend)
+    assert np.isnan(got[0, 0, :, 0]).all() and np.isnan(got[0, :, 0, 0]).all()
+    assert np.isposinf(got[0, 1:, 1:, 0]).all()  # its tap is inside the input there
+    assert np.isfinite(got[..., 1:]).all()
+    if backend != "numpy":
+        want = {"direct": _conv_plan.DIRECT, "shifted": _conv_plan.SHIFTED,
+                "im2col": _conv_plan.IM2COL, "small": _conv_plan.SMALL,
+                "depthwise": _conv_plan.DEPTHWISE}[path]
+        assert seen == [want]
