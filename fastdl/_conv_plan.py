@@ -45,6 +45,11 @@ DIRECT, SHIFTED, IM2COL, SMALL, DEPTHWISE = 0, 1, 2, 3, 4
 # N8 16->4 56^2 1.5 / 6.5 vs 5.9 / 6.6 ms), so there is no lower bound.
 SMALL_MAX_REDUCTION = 1024
 SMALL_MIN_OUT, SMALL_MAX_OUT = 1, 64
+# Grouped convs (groups > 1) take SMALL, one pass of the row kernel per group, when the
+# per-group reduction is as above and each group has at least this many output channels
+# (and at most SMALL_MAX_OUT). One output channel per group never: that is DEPTHWISE's
+# (C_in/groups == 1) or DIRECT's depthwise-like loop.
+SMALL_MIN_OUT_PER_GROUP = 4
 
 # Depthwise convs (one input and one output channel per group) with at least this many
 # channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3, kernel alone, numba / cython:
@@ -70,7 +75,12 @@ TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
 def takes_small_path(reduction, out_c, groups):
     """Whether a conv with this reduction (C_in/groups * taps) takes the SMALL path, the
     one path that can also write channels-first output directly (see conv.py)."""
-    return groups == 1 and reduction <= SMALL_MAX_REDUCTION and SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT
+    if reduction > SMALL_MAX_REDUCTION:
+        return False
+    if groups == 1:
+        return SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT
+    o_per_group = out_c // groups
+    return max(2, SMALL_MIN_OUT_PER_GROUP) <= o_per_group <= SMALL_MAX_OUT
 
 
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
