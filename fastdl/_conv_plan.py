@@ -34,8 +34,8 @@ import numpy as np
 
 DIRECT, SHIFTED, IM2COL, SMALL, DEPTHWISE = 0, 1, 2, 3, 4
 
-# SMALL: groups == 1, C_in * taps at most this, and at most SMALL_MAX_OUT output channels
-# (more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
+# SMALL: C_in/groups * taps at most this, and at most SMALL_MAX_OUT output channels (per
+# group; more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
 # output channels in registers through the whole reduction (C: 6 px x 16 ch on AVX2, 4 x 64
 # / 8 x 32 / 8 x 16 on AVX-512; numba: 4 x 16, 8 x 16 for float32 on AVX-512 hosts), reading
 # a (reduction x block width) weight panel per block; up to 1024 that panel stays in L1/L2
