@@ -3,11 +3,12 @@
 Five algorithms, chosen by shape (the thresholds are module attributes so tests can
 steer tiny inputs onto each path):
 
-- ``SMALL``: groups 1 with a short reduction (C_in * taps <= SMALL_MAX_REDUCTION, like
-  the 3-channel first layers) and a few dozen output channels: a register-blocked direct
-  kernel. A block of output pixels x output channels stays in registers over the whole
-  reduction (one broadcast input value times a contiguous weight row per step), and
-  each output is written once -- these layers are bound by writing their output.
+- ``SMALL``: a short reduction (C_in/groups * taps <= SMALL_MAX_REDUCTION, like the
+  3-channel first layers) and a few dozen output channels (per group): a register-blocked
+  direct kernel. A block of output pixels x output channels stays in registers over the
+  whole reduction (one broadcast input value times a contiguous weight row per step), and
+  each output is written once -- these layers are bound by writing their output. Grouped
+  convs (2+ output channels per group) run it once per group on each output row.
 - ``DEPTHWISE``: groups == C_in == C_out (one input and one output channel per group):
   output channel c reads input channel c only, so a block of output pixels x channels
   stays in registers over the taps alone, with vectors along the channels.
@@ -33,8 +34,8 @@ import numpy as np
 
 DIRECT, SHIFTED, IM2COL, SMALL, DEPTHWISE = 0, 1, 2, 3, 4
 
-# SMALL: groups == 1, C_in * taps at most this, and at most SMALL_MAX_OUT output channels
-# (more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
+# SMALL: C_in/groups * taps at most this, and at most SMALL_MAX_OUT output channels (per
+# group; more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
 # output channels in registers through the whole reduction (C: 6 px x 16 ch on AVX2, 4 x 64
 # / 8 x 32 / 8 x 16 on AVX-512; numba: 4 x 16, 8 x 16 for float32 on AVX-512 hosts), reading
 # a (reduction x block width) weight panel per block; up to 1024 that panel stays in L1/L2
@@ -45,6 +46,21 @@ DIRECT, SHIFTED, IM2COL, SMALL, DEPTHWISE = 0, 1, 2, 3, 4
 # N8 16->4 56^2 1.5 / 6.5 vs 5.9 / 6.6 ms), so there is no lower bound.
 SMALL_MAX_REDUCTION = 1024
 SMALL_MIN_OUT, SMALL_MAX_OUT = 1, 64
+# Grouped convs (groups > 1) take SMALL, one pass of the row kernel per group, when the
+# per-group reduction is as above and each group has SMALL_MIN_OUT_PER_GROUP to
+# SMALL_MAX_OUT output channels. Kernel alone, one thread, N8 56^2 64->64 3x3, old path
+# vs SMALL, ms, fp32 cython / numba:
+#   g2  (32 ch/group, K 288) SHIFTED 12.7 / 12.8 vs 9.2 / 9.2
+#   g4  (16, K 144)          SHIFTED  7.7 /  7.1 vs 7.6 / 6.7
+#   g8  (8, K 72)            IM2COL  20.9 / 20.8 vs 5.6 / 7.4
+#   g16 (4, K 36)            DIRECT  26.7 / 40.2 vs 4.8 / 6.0
+#   g32 (2, K 18)            DIRECT  39.2 / 37.0 vs 7.5 / 6.8
+# (fp64 alike: 1.0-1.3x at g2/g4, 2-5x from g8 on). One output channel per group still
+# beat DIRECT's depthwise-like loop, but by less (64->32 g32 / 64->16 g16: cython 6.6 /
+# 7.7 vs 4.9 / 4.9 ms, numba 8.9 / 9.2 vs 8.0 / 7.1), and with one input channel too it
+# is the DEPTHWISE path's (3.5-6x faster than SMALL): groups of one output channel stay
+# off SMALL.
+SMALL_MIN_OUT_PER_GROUP = 2
 
 # Depthwise convs (one input and one output channel per group) with at least this many
 # channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3, kernel alone, numba / cython:
@@ -70,7 +86,12 @@ TILE_MIN_ROWS, TILE_MAX_ROWS = 16, 2048
 def takes_small_path(reduction, out_c, groups):
     """Whether a conv with this reduction (C_in/groups * taps) takes the SMALL path, the
     one path that can also write channels-first output directly (see conv.py)."""
-    return groups == 1 and reduction <= SMALL_MAX_REDUCTION and SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT
+    if reduction > SMALL_MAX_REDUCTION:
+        return False
+    if groups == 1:
+        return SMALL_MIN_OUT <= out_c <= SMALL_MAX_OUT
+    o_per_group = out_c // groups
+    return SMALL_MIN_OUT_PER_GROUP <= o_per_group <= SMALL_MAX_OUT
 
 
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
@@ -163,9 +184,12 @@ def blas_single_threaded(active=True):
                     lib.set_num_threads(saved)
 
 
-# Channels-first output of the SMALL path (conv.py). The C kernel's LANES-pixel blocks,
-# transposed in registers and stored straight into the channel planes, win on short
-# reductions, where writing the output is the cost (3->64 3x3, K = 27); from this
+# Channels-first output of the SMALL path (conv.py), grouped convs included (each group's
+# channel planes; N8 56^2 64->64 3x3 g4..g32, one thread, kernel + layout change: 7-30%
+# faster than computing channels-last and calling to_channels_first). The C kernel's
+# LANES-pixel blocks, transposed in registers and stored straight into the channel
+# planes, win on short reductions, where writing the output is the cost (3->64 3x3,
+# K = 27; g16 above: 4.8 vs 5.2 ms through the row tiles); from this
 # reduction length on both compiled kernels compute each output row channels-last, a tile
 # of pixels at a time, into a per-thread buffer and transpose it out (numba does so for
 # every length). The channels-last blocks are wider (AVX-512, one thread, fp32, 64->64

@@ -5,9 +5,10 @@ All three share one kernel that works on channels-last 3-d data (N, D, H, W, C) 
 wrapper makes the single copy the kernel needs (zero padding, dtype, byte order and
 layout fixed in one go) and allocates the output, so kernels only compute. Channels-first
 calls go through the backend's cache-blocked transpose ``to_channels_last`` on the way
-in; on the way out the SMALL path (kernel-sized reductions, see _conv_plan) writes the
-channels-first output itself (``conv_ndhwc(..., channels_first_out=True)``), the GEMM paths
-compute channels-last and go through ``to_channels_first``.
+in; on the way out the SMALL path (kernel-sized reductions, grouped or not, see
+_conv_plan) writes the channels-first output itself (``conv_ndhwc(...,
+channels_first_out=True)``), the other paths compute channels-last and go through
+``to_channels_first``.
 """
 
 import math

@@ -15,12 +15,14 @@ cdef extern from "conv_small.h" nogil:
                                    const float* bias, float* out_row, Py_ssize_t out_w,
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
                                    const Py_ssize_t* koff, Py_ssize_t k_total,
-                                   Py_ssize_t pix_stride, Py_ssize_t chan_stride)
+                                   Py_ssize_t w_stride, Py_ssize_t pix_stride,
+                                   Py_ssize_t chan_stride)
     void fastdl_conv_small_row_f64(int isa, const double* x_row, const double* w,
                                    const double* bias, double* out_row, Py_ssize_t out_w,
                                    Py_ssize_t out_c, Py_ssize_t pixel_step,
                                    const Py_ssize_t* koff, Py_ssize_t k_total,
-                                   Py_ssize_t pix_stride, Py_ssize_t chan_stride)
+                                   Py_ssize_t w_stride, Py_ssize_t pix_stride,
+                                   Py_ssize_t chan_stride)
     void fastdl_conv_depthwise_row_f32(int isa, const float* x_row, const float* w,
                                        const float* bias, float* out_row, Py_ssize_t out_w,
                                        Py_ssize_t channels, Py_ssize_t pixel_step,
@@ -104,14 +106,15 @@ cdef inline void _gemm(int m, int n, int k, const real* a, int lda, const real* 
 cdef inline void _small_row(int isa, const real* x_row, const real* w, const real* bias,
                             real* out_row, Py_ssize_t out_w, Py_ssize_t out_c,
                             Py_ssize_t pixel_step, const Py_ssize_t* koff, Py_ssize_t k_total,
-                            Py_ssize_t pix_stride, Py_ssize_t chan_stride) noexcept nogil:
+                            Py_ssize_t w_stride, Py_ssize_t pix_stride,
+                            Py_ssize_t chan_stride) noexcept nogil:
     """kernels/conv_small.h's row kernel for this dtype."""
     if real is float:
         fastdl_conv_small_row_f32(isa, x_row, w, bias, out_row, out_w, out_c, pixel_step,
-                                  koff, k_total, pix_stride, chan_stride)
+                                  koff, k_total, w_stride, pix_stride, chan_stride)
     else:
         fastdl_conv_small_row_f64(isa, x_row, w, bias, out_row, out_w, out_c, pixel_step,
-                                  koff, k_total, pix_stride, chan_stride)
+                                  koff, k_total, w_stride, pix_stride, chan_stride)
 
 
 cdef inline void _depthwise_row(int isa, const real* x_row, const real* w, const real* bias,
@@ -311,7 +314,7 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef const Py_ssize_t* koff_ptr
     cdef const real* x_row
     cdef real* out_row
-    cdef Py_ssize_t pix_stride, chan_stride, tile_w
+    cdef Py_ssize_t pix_stride, chan_stride, tile_w, o_per_group, g
     cdef real[:, ::1] first_tiles
     cdef real* tiles_ptr
     cdef int isa
@@ -320,9 +323,12 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                                             (k_d, k_h, k_w, c_per_group, out_c),
                                             dilation)
         koff_ptr = &koff[0]
-        # One task per output row (n, od, oh), as on the DIRECT path. Output row start and
-        # strides: channels-last rows are out_w * out_c apart, pixels out_c, channels 1;
-        # channels-first rows are out_w apart within an image's channel planes.
+        # One task per output row (n, od, oh), as on the DIRECT path; a grouped conv runs
+        # the row kernel once per group (input channels g * c_per_group.., weight columns
+        # and output channels g * o_per_group.., weight rows still out_c apart). Output
+        # row start and strides: channels-last rows are out_w * out_c apart, pixels out_c,
+        # channels 1; channels-first rows are out_w apart within an image's channel planes.
+        o_per_group = out_c // groups
         plane = out_d * out_h * out_w
         pix_stride = 1 if channels_first_out else out_c
         chan_stride = plane if channels_first_out else 1
@@ -345,8 +351,11 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                     p0 = 0
                     while p0 < out_w:
                         pixels = min(tile_w, out_w - p0)
-                        _small_row(isa, x_row + p0 * sw * in_c, w_ptr, b_ptr, buf, pixels,
-                                   out_c, sw * in_c, koff_ptr, k_total, out_c, 1)
+                        for g in range(groups):
+                            _small_row(isa, x_row + p0 * sw * in_c + g * c_per_group,
+                                       w_ptr + g * o_per_group, b_ptr + g * o_per_group,
+                                       buf + g * o_per_group, pixels, o_per_group, sw * in_c,
+                                       koff_ptr, k_total, out_c, out_c, 1)
                         _transpose(isa, buf, out_c, out_row + p0, plane, pixels, out_c)
                         p0 = p0 + tile_w
             return
@@ -359,8 +368,11 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                 out_row = out_ptr + n * out_c * plane + (row - n * out_d * out_h) * out_w
             else:
                 out_row = out_ptr + row * out_w * out_c
-            _small_row(isa, x_row, w_ptr, b_ptr, out_row, out_w, out_c, sw * in_c, koff_ptr,
-                       k_total, pix_stride, chan_stride)
+            for g in range(groups):
+                _small_row(isa, x_row + g * c_per_group, w_ptr + g * o_per_group,
+                           b_ptr + g * o_per_group, out_row + g * o_per_group * chan_stride,
+                           out_w, o_per_group, sw * in_c, koff_ptr, k_total, out_c,
+                           pix_stride, chan_stride)
         return
 
     if path == _conv_plan.DEPTHWISE:

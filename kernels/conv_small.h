@@ -1,5 +1,7 @@
-/* Register-blocked direct conv for a short reduction (C_in/groups * taps small, groups 1)
- * any number of output channels, used by kernels/conv.pyx's SMALL path. The output is
+/* Register-blocked direct conv for a short reduction (C_in/groups * taps small) and
+ * any number of output channels, used by kernels/conv.pyx's SMALL path (a grouped conv:
+ * one row call per group, on the group's input channels, weight columns and output
+ * channels; the weight rows stay C_out apart, see w_stride). The output is
  * written channels-last or channels-first (any pixel and channel strides), straight from
  * the register block.
  *
@@ -203,27 +205,28 @@ static int fastdl_conv_small_best_isa(void)
 
 /* One output row (out_w pixels x out_c channels). x_row: the row's first input pixel;
  * pixel_step: elements between consecutive output pixels' inputs; koff[k]: offset of
- * reduction element k (tap, channel) from a pixel's input. Output (pixel p, channel c) is
+ * reduction element k (tap, channel) from a pixel's input; w: (k_total, out_c) weights
+ * with rows w_stride apart (a grouped conv passes one group's columns of the (k_total,
+ * C_out) weights). Output (pixel p, channel c) is
  * out_row[p * pix_stride + c * chan_stride]. */
+#define FASTDL_CONV_SMALL_ARGS                                                                \
+    x_row, w, bias, out_row, out_w, out_c, pixel_step, koff, k_total, w_stride, pix_stride,  \
+        chan_stride
 #define FASTDL_CONV_SMALL_DISPATCH(REAL, SUFFIX)                                              \
     static void fastdl_conv_small_row_##SUFFIX(                                               \
         int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
         ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step, const ptrdiff_t* koff,        \
-        ptrdiff_t k_total, ptrdiff_t pix_stride, ptrdiff_t chan_stride)                       \
+        ptrdiff_t k_total, ptrdiff_t w_stride, ptrdiff_t pix_stride, ptrdiff_t chan_stride)   \
     {                                                                                         \
         FASTDL_CONV_SMALL_AVX512_CASE(SUFFIX)                                                 \
         FASTDL_CONV_SMALL_AVX2_CASE(SUFFIX)                                                   \
-        fastdl_conv_small_row_##SUFFIX##_generic(x_row, w, bias, out_row, out_w, out_c,       \
-                                                 pixel_step, koff, k_total, pix_stride,       \
-                                                 chan_stride);                                \
+        fastdl_conv_small_row_##SUFFIX##_generic(FASTDL_CONV_SMALL_ARGS);                     \
     }
 
 #ifdef FASTDL_HAVE_AVX512_PATH
 #define FASTDL_CONV_SMALL_AVX512_CASE(SUFFIX)                                                 \
     if (isa == FASTDL_ISA_AVX512) {                                                           \
-        fastdl_conv_small_row_##SUFFIX##_avx512(x_row, w, bias, out_row, out_w, out_c,        \
-                                                pixel_step, koff, k_total, pix_stride,        \
-                                                chan_stride);                                 \
+        fastdl_conv_small_row_##SUFFIX##_avx512(FASTDL_CONV_SMALL_ARGS);                      \
         return;                                                                               \
     }
 #else
@@ -232,9 +235,7 @@ static int fastdl_conv_small_best_isa(void)
 #ifdef FASTDL_HAVE_AVX2_PATH
 #define FASTDL_CONV_SMALL_AVX2_CASE(SUFFIX)                                                   \
     if (isa == FASTDL_ISA_AVX2) {                                                             \
-        fastdl_conv_small_row_##SUFFIX##_avx2(x_row, w, bias, out_row, out_w, out_c,          \
-                                              pixel_step, koff, k_total, pix_stride,          \
-                                              chan_stride);                                   \
+        fastdl_conv_small_row_##SUFFIX##_avx2(FASTDL_CONV_SMALL_ARGS);                        \
         return;                                                                               \
     }
 #else

@@ -12,7 +12,8 @@
 
 /* acc[p][b] += x[pixel p, k] * w[k, chunk b] over all k; P pixels x NB vectors of
  * output channels live in registers for the whole reduction; each output is written once,
- * by STORE. Output (pixel p, channel c) is at
+ * by STORE. Weight rows are w_stride apart (out_c, or C_out for one group's out_c columns
+ * of a grouped conv). Output (pixel p, channel c) is at
  * out_row + (ow + p) * pix_stride + (oc + c) * chan_stride. */
 #define BLOCK_BODY(P, NB, V, L, STORE)                                                     \
     do {                                                                               \
@@ -23,7 +24,7 @@
             for (int p = 0; p < P; p++) acc[p][b] = bv;                                \
         }                                                                              \
         const REAL* wk = w + oc;                                                       \
-        for (ptrdiff_t k = 0; k < k_total; k++, wk += out_c) {                         \
+        for (ptrdiff_t k = 0; k < k_total; k++, wk += w_stride) {                      \
             V wv[NB];                                                                  \
             for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, wk + b * L);           \
             const REAL* xk = x_pix + koff[k];                                          \
@@ -121,8 +122,8 @@
 
 TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,
                           ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step,
-                          const ptrdiff_t* koff, ptrdiff_t k_total, ptrdiff_t pix_stride,
-                          ptrdiff_t chan_stride)
+                          const ptrdiff_t* koff, ptrdiff_t k_total, ptrdiff_t w_stride,
+                          ptrdiff_t pix_stride, ptrdiff_t chan_stride)
 {
     ptrdiff_t oc = 0;
     if (chan_stride == 1) {

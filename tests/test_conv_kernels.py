@@ -48,8 +48,9 @@ PATHS = {
                     SHIFTED_MIN_IN_PER_GROUP=1, DEPTHWISE_MIN_CHANNELS=1 << 30),
     "im2col": dict(SMALL_MAX_REDUCTION=0, GEMM_MIN_OUT_PER_GROUP=1, GEMM_MIN_REDUCTION=1,
                    SHIFTED_MIN_IN_PER_GROUP=1 << 30, DEPTHWISE_MIN_CHANNELS=1 << 30),
-    # groups == 1 only; the grouped cases fall through to the other rules
-    "small": dict(SMALL_MAX_REDUCTION=1 << 30, SMALL_MIN_OUT=1, SMALL_MAX_OUT=1 << 30),
+    # grouped cases too (2+ output channels per group); depthwise ones stay DEPTHWISE
+    "small": dict(SMALL_MAX_REDUCTION=1 << 30, SMALL_MIN_OUT=1, SMALL_MAX_OUT=1 << 30,
+                  SMALL_MIN_OUT_PER_GROUP=2),
 }
 
 
@@ -95,10 +96,12 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
     got = conv(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
                padding=padding, dilation=dilation, groups=groups, backend=backend)
     assert_close(got, expected, dtype)
-    if backend != "numpy" and not (path == "small" and groups != 1):
+    if backend != "numpy":
         strided = any(s != 1 for s in np.broadcast_to(stride, (nd,)))
+        # under "small", groups of one input and one output channel are DEPTHWISE's
+        depthwise = groups > 1 and c_in == groups == c_out
         want = {"direct": _conv_plan.DIRECT, "im2col": _conv_plan.IM2COL,
-                "small": _conv_plan.SMALL,
+                "small": _conv_plan.DEPTHWISE if depthwise else _conv_plan.SMALL,
                 "shifted": _conv_plan.IM2COL if strided else _conv_plan.SHIFTED}[path]
         assert seen == [want], f"kernel took path {seen}, expected {want}"
 
@@ -544,3 +547,86 @@ def test_padding_is_ieee_zeros(path, backend, dtype, monkeypatch):
                 "im2col": _conv_plan.IM2COL, "small": _conv_plan.SMALL,
                 "depthwise": _conv_plan.DEPTHWISE}[path]
         assert seen == [want]
+
+
+# Grouped convs on the SMALL path (one row-kernel pass per group): output channels per
+# group around every vector width (2, 3, 4, 8, 12, 16, 24, 40: quarter, half, full and
+# multi-vector blocks, numba's half chunk and zero-padded leftovers), input channels per
+# group 1-8 (1: depthwise with a multiplier), strides, dilation, padding, rows narrower
+# than a pixel block, 1-d / 2-d / 3-d; one reduction (8 x 5 x 5 = 200) long enough for
+# the C kernel's channels-first row tiles (FIRST_TILE_MIN_REDUCTION).
+# (nd, batch, C_in, C_out, spatial, kernel, stride, padding, dilation, groups)
+GROUPED_SMALL_CASES = [
+    (2, 2, 16, 16, (7, 19), (3, 3), 1, 1, 1, 4),          # 4 in / 4 out per group
+    (2, 1, 16, 64, (6, 13), (3, 3), 1, 1, 1, 2),          # 8 in / 32 out
+    (2, 2, 8, 32, (5, 11), (3, 3), 2, 1, 1, 4),           # 2 / 8, strided
+    (2, 1, 12, 36, (6, 9), (3, 2), 1, (1, 0), (2, 1), 3),  # 4 / 12, dilated
+    (2, 1, 6, 48, (5, 21), (3, 3), 1, "same", 1, 3),      # 2 / 16
+    (2, 2, 4, 48, (4, 3), (3, 3), 1, 1, 1, 2),            # 2 / 24, rows narrower than a block
+    (2, 1, 5, 10, (7, 8), (3, 3), 1, 1, 1, 5),            # depthwise, multiplier 2
+    (2, 1, 6, 18, (6, 17), (3, 3), 1, 1, 1, 6),           # depthwise, multiplier 3
+    (2, 1, 16, 80, (3, 18), (5, 5), 1, 2, 1, 2),          # 8 / 40, K = 200
+    (1, 2, 14, 24, (23,), (3,), 1, 1, 1, 2),              # 7 / 12
+    (1, 1, 8, 32, (30,), (5,), 3, 2, 2, 2),               # 4 / 16, strided, dilated
+    (3, 1, 6, 12, (3, 5, 9), (3, 3, 3), 1, 1, 1, 3),      # 2 / 4
+    (3, 1, 8, 16, (4, 4, 6), (2, 3, 3), (1, 2, 1), 1, 1, 2),  # 4 / 8
+]
+
+
+@pytest.mark.parametrize("layout", ["last", "first"])
+@pytest.mark.parametrize("case", GROUPED_SMALL_CASES,
+                         ids=lambda c: f"{c[0]}d-ci{c[2]}-co{c[3]}-g{c[9]}-s{c[6]}-d{c[8]}")
+def test_grouped_small_path_matches_torch(case, layout, backend, dtype, torch, rng, monkeypatch):
+    """Grouped convs on the SMALL path, with NaN and Inf, in every variant of each
+    compiled kernel: numba's two block shapes, every C build this CPU runs, and for
+    channels-first output both the direct stores and the channels-last row tiles."""
+    nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, groups = case
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (c_in,))
+    x.flat[4] = np.nan
+    x.flat[-3] = np.inf
+    w = rng.standard_normal(kernel + (c_in // groups, c_out))
+    b = rng.standard_normal(c_out)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups)
+    layout_name = CHANNELS_LAST[nd]
+    if layout == "first":
+        x, expected = np.moveaxis(x, -1, 1), np.moveaxis(expected, -1, 1)
+        w = np.moveaxis(np.moveaxis(w, -1, 0), -1, 1)
+        layout_name = CHANNELS_FIRST[nd]
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
+    seen = _record_paths(monkeypatch)
+    if backend == "numba":
+        numba_conv = pytest.importorskip("fastdl._numba.conv")
+        variants = [("SMALL_WIDE", False), ("SMALL_WIDE", True)]
+    elif backend == "cython":
+        cython_conv = kernels("conv", "cython")
+        variants = [("build", build) for build in cython_conv._small_builds_available()]
+    else:
+        variants = [(None, None)]
+    # cython, channels-first: the default rule (direct stores, K < 200 but one case) and
+    # row tiles for every reduction
+    default_first_tile = _conv_plan.FIRST_TILE_MIN_REDUCTION
+    first_tile_mins = [default_first_tile]
+    if layout == "first" and backend == "cython":
+        first_tile_mins.append(0)
+    for name, value in variants:
+        if name == "SMALL_WIDE":
+            monkeypatch.setattr(numba_conv, "SMALL_WIDE", value)
+        for first_tile_min in first_tile_mins:
+            monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", first_tile_min)
+            if name == "build":
+                saved = cython_conv._small_kernel_build()
+                cython_conv._small_kernel_build(value)
+            try:
+                got = getattr(fastdl, f"conv{nd}d")(
+                    x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
+                    padding=padding, dilation=dilation, groups=groups, layout=layout_name,
+                    backend=backend)
+            finally:
+                if name == "build":
+                    cython_conv._small_kernel_build(saved)
+            assert got.dtype == dtype and got.flags.c_contiguous
+            assert_close(got, expected, dtype)
+    if backend != "numpy":
+        assert set(seen) == {_conv_plan.SMALL}, f"kernel took path {seen}, expected SMALL"

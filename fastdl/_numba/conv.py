@@ -8,7 +8,9 @@ is 8 pixels x 16 channels for float32 on AVX-512 targets, 4 x 16 otherwise (see
 _NARROW_PIXELS); a leftover half chunk of 8 channels runs in blocks of 16 pixels x 8,
 and the last 1-7 channels the same way on zero-padded weights, storing only the real
 ones. A row's last, partial block of each shape recomputes its last pixel in the missing
-places and stores only the real pixels.
+places and stores only the real pixels. Grouped convs run the row once per group, on
+the group's input channels, weight columns and output channels (weight rows stay C_out
+apart; each group's leftover channels get their own zero-padded weight columns).
 
 The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
 compiled backends). The GEMM paths call scipy's BLAS (scipy.linalg.cython_blas) directly
@@ -342,21 +344,24 @@ def _block(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, out_pix, ou
 
 @njit_serial(inline="always")
 def _small_row(x, w, bias, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
-               out_c, pixels, chunk):
-    """One channels-last output row: blocks of `pixels` pixels x chunk channels, then
-    _HALF_PIXELS pixels x chunk // 2 channels, then the channels those leave over
-    (_small_rest_channels). The pixels past the last full block of each go through one
-    block of the same shape that stores only them (one-pixel blocks instead, whose
-    chains of one FMA per tap wait on latency: conv3d 4->4 3^3 on 4x8x8, 59 vs 25 us)."""
+               out_c, oc_begin, width, group, pixels, chunk):
+    """Channels oc_begin .. oc_begin+width of one channels-last output row (all out_c of
+    them, or one group's), from weight columns and biases oc_begin..: blocks of `pixels`
+    pixels x chunk channels, then _HALF_PIXELS pixels x chunk // 2 channels, then the
+    channels those leave over (_small_rest_channels, on `group`'s padded weights). The
+    pixels past the last full block of each go through one block of the same shape that
+    stores only them (one-pixel blocks instead, whose chains of one FMA per tap wait on
+    latency: conv3d 4->4 3^3 on 4x8x8, 59 vs 25 us)."""
     blocked_w = out_w - out_w % pixels
-    oc_rest = out_c - out_c % chunk
-    half = out_c - oc_rest >= chunk // 2
+    oc_rest = oc_begin + width - width % chunk
+    oc_end = oc_begin + width
+    half = oc_end - oc_rest >= chunk // 2
     for ow in range(0, blocked_w, pixels):
-        for oc in range(0, oc_rest, chunk):
+        for oc in range(oc_begin, oc_rest, chunk):
             _small_block(x, w, bias, out, koff, x_row + ow * pixel_step, pixel_step,
                          out_row + ow * out_c, out_c, oc, pixels, chunk)
     if blocked_w < out_w:
-        for oc in range(0, oc_rest, chunk):
+        for oc in range(oc_begin, oc_rest, chunk):
             _block(x, w, out_c, oc, bias, out, koff, x_row + blocked_w * pixel_step,
                    pixel_step, out_row + blocked_w * out_c, out_c, oc, pixels,
                    out_w - blocked_w, chunk, chunk)
@@ -370,74 +375,82 @@ def _small_row(x, w, bias, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, 
                    pixel_step, out_row + half_w * out_c, out_c, oc_rest, _HALF_PIXELS,
                    out_w - half_w, chunk // 2, chunk // 2)
         oc_rest += chunk // 2
-    if oc_rest < out_c:
+    if oc_rest < oc_end:
         _small_rest_channels(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
-                             out_c, oc_rest)
+                             out_c, oc_rest, oc_end, group)
 
 
 @njit_serial
-def _padded_rest_weights(w, bias, out_c, lanes):
-    """The last out_c % lanes weight columns and biases, zero-padded to `lanes` columns:
+def _padded_rest_weights(w, bias, out_c, groups, lanes):
+    """Each group's last (out_c / groups) % lanes weight columns and biases, zero-padded to
+    `lanes` columns ((k_total, groups * lanes) weights, group g's at column g * lanes):
     the leftover channels run as a half chunk (_small_rest_channels)."""
-    channels = out_c % lanes
+    o_per_group = out_c // groups
+    channels = o_per_group % lanes
     k_total = w.shape[0] // out_c
-    w_pad = np.zeros(k_total * lanes if channels else 0, w.dtype)
-    b_pad = np.zeros(lanes, bias.dtype)
+    stride = groups * lanes
+    w_pad = np.zeros(k_total * stride if channels else 0, w.dtype)
+    b_pad = np.zeros(stride, bias.dtype)
     if channels:
-        first = out_c - channels
-        for k in range(k_total):
+        for g in range(groups):
+            first = (g + 1) * o_per_group - channels
+            for k in range(k_total):
+                for o in range(channels):
+                    w_pad[k * stride + g * lanes + o] = w[k * out_c + first + o]
             for o in range(channels):
-                w_pad[k * lanes + o] = w[k * out_c + first + o]
-        for o in range(channels):
-            b_pad[o] = bias[first + o]
+                b_pad[g * lanes + o] = bias[first + o]
     return w_pad, b_pad
 
 
 @njit_serial(inline="always")
 def _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c, oc,
-              lanes, channels):
-    """Channels oc .. oc+channels of a row as `lanes` zero-padded ones, _HALF_PIXELS-pixel
-    blocks then single pixels; only the real channels are stored."""
+              pad_stride, pad_oc, lanes, channels):
+    """Channels oc .. oc+channels of a row as `lanes` zero-padded ones (padded weight
+    columns pad_oc.., rows pad_stride apart), _HALF_PIXELS-pixel blocks and one partial
+    block; only the real channels and pixels are stored."""
     blocked_w = out_w - out_w % _HALF_PIXELS
     for ow in range(0, blocked_w, _HALF_PIXELS):
-        _block(x, w_pad, lanes, 0, b_pad, out, koff, x_row + ow * pixel_step, pixel_step,
-               out_row + ow * out_c, out_c, oc, _HALF_PIXELS, _HALF_PIXELS, lanes, channels)
+        _block(x, w_pad, pad_stride, pad_oc, b_pad, out, koff, x_row + ow * pixel_step,
+               pixel_step, out_row + ow * out_c, out_c, oc, _HALF_PIXELS, _HALF_PIXELS,
+               lanes, channels)
     if blocked_w < out_w:
-        _block(x, w_pad, lanes, 0, b_pad, out, koff, x_row + blocked_w * pixel_step,
+        _block(x, w_pad, pad_stride, pad_oc, b_pad, out, koff, x_row + blocked_w * pixel_step,
                pixel_step, out_row + blocked_w * out_c, out_c, oc, _HALF_PIXELS,
                out_w - blocked_w, lanes, channels)
 
 
 @njit_serial
 def _small_rest_channels(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w,
-                         out_c, oc_begin):
-    """Channels oc_begin .. out_c (1 to 7 of them) of a row, computed as a half chunk of
+                         out_c, oc_begin, oc_end, group):
+    """Channels oc_begin .. oc_end (1 to 7 of them) of a row, computed as a half chunk of
     8 on zero-padded weights (the FMAs on padding cost less than narrower blocks: scalar
     channel-major 8-pixel blocks measured 2-3x slower, 3->4 and 3->13 3x3 16^2). Each
     count gets its own inlined copy of the stores, the count a constant. Not inlined into
     _conv_small: one compiled copy serves both block shapes."""
-    channels = out_c - oc_begin
+    channels = oc_end - oc_begin
+    pad_stride = b_pad.shape[0]  # groups * _HALF_CHUNK
+    pad_oc = group * _HALF_CHUNK
     if channels == 1:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 1)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 1)
     elif channels == 2:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 2)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 2)
     elif channels == 3:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 3)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 3)
     elif channels == 4:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 4)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 4)
     elif channels == 5:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 5)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 5)
     elif channels == 6:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 6)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 6)
     elif channels == 7:
         _rest_row(x, w_pad, b_pad, out, koff, x_row, pixel_step, out_row, out_w, out_c,
-                  oc_begin, _HALF_CHUNK, 7)
+                  oc_begin, pad_stride, pad_oc, _HALF_CHUNK, 7)
     else:  # never: the blocks leave fewer than half a chunk
         raise ValueError("_small_rest_channels: 1 to 7 channels")
 
@@ -532,7 +545,8 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threa
     pixel_step = sw * in_c
     plane = out_d * out_h * out_w
     rows = n_batch * out_d * out_h
-    w_pad, b_pad = _padded_rest_weights(w, bias, out_c, _HALF_CHUNK)
+    o_per_group = out_c // groups
+    w_pad, b_pad = _padded_rest_weights(w, bias, out_c, groups, _HALF_CHUNK)
     # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
     # one tile buffer).
     for chunk in prange(threads):
@@ -557,13 +571,21 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threa
                 pixels = min(tile_w, out_w - p0)
                 x_tile = x_row + p0 * pixel_step
                 dst_row = 0 if channels_first else row * out_w * out_c
-                # each branch inlines its own copy of the row, its block shape as constants
+                # one pass per group over its input channels, weight columns and output
+                # channels; each branch inlines its own copy of the row, its block shape as
+                # constants (a third copy for groups == 1, offsets constant, won back 3-5%
+                # of a 0.27 ms 3->32 2x2 s2 call on one thread but doubled the compile
+                # time, 16 -> 30 s)
                 if wide:
-                    _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile, pixel_step, dst_row,
-                               pixels, out_c, _WIDE_PIXELS, _WIDE_CHUNK)
+                    for g in range(groups):
+                        _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile + g * c_per_group,
+                                   pixel_step, dst_row, pixels, out_c, g * o_per_group,
+                                   o_per_group, g, _WIDE_PIXELS, _WIDE_CHUNK)
                 else:
-                    _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile, pixel_step, dst_row,
-                               pixels, out_c, _NARROW_PIXELS, _NARROW_CHUNK)
+                    for g in range(groups):
+                        _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile + g * c_per_group,
+                                   pixel_step, dst_row, pixels, out_c, g * o_per_group,
+                                   o_per_group, g, _NARROW_PIXELS, _NARROW_CHUNK)
                 if channels_first:
                     _transpose(buf, 0, out_c, out, out_row + p0, plane, pixels, out_c)
 
