@@ -135,9 +135,11 @@ def _build_registry():
     cases += _conv_cases(both, n=1, c_in=64, c_out=64, spatial=(56, 56), kernel=3, padding=1)
     cases += _conv_cases(full, n=4, c_in=16, c_out=32, spatial=(64, 64), kernel=3, padding=1)
     cases += _conv_cases(full, n=1, c_in=1, c_out=8, spatial=(128, 128), kernel=3, padding=1)
-    # a depthwise layer (MobileNet-style)
+    # grouped layers: depthwise (MobileNet-style) and 8 groups of 8 channels
     cases += _conv_cases(both, n=8, c_in=64, c_out=64, spatial=(56, 56), kernel=3, padding=1,
                          groups=64)
+    cases += _conv_cases(full, n=8, c_in=64, c_out=64, spatial=(56, 56), kernel=3, padding=1,
+                         groups=8)
     cases += _conv_cases(quick, layouts="last",
                          n=4, c_in=3, c_out=64, spatial=(128, 128), kernel=3, padding=1)
     cases += _conv_cases(both, naive=True, layouts="last",
