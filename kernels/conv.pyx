@@ -1,9 +1,10 @@
 # Cython conv kernels: channels-last, OpenMP-parallel over output tiles; the SMALL path
 # (kernels/conv_small.h) also writes channels-first output directly.
-# Same contract and the same three algorithms as fastdl/_numba/conv.py; the path, thread
-# count and tile size come from fastdl/_conv_plan.py (one rule for both backends). The
-# Python wrapper (fastdl/conv.py) has already validated every shape, so no bounds are
-# checked here.
+# Same contract and the same five algorithms (SMALL, DEPTHWISE, DIRECT, SHIFTED, IM2COL)
+# as fastdl/_numba/conv.py; the SMALL and DEPTHWISE rows are C (kernels/conv_small_body.h).
+# The path, thread count and tile size come from fastdl/_conv_plan.py (one rule for both
+# backends). The Python wrapper (fastdl/conv.py) has already validated every shape, so no
+# bounds are checked here.
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from cython.parallel cimport parallel, prange, threadid
 

@@ -1,4 +1,5 @@
-"""Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx.
+"""Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx (SMALL,
+DEPTHWISE, DIRECT, SHIFTED, IM2COL; see fastdl/_conv_plan.py).
 
 The SMALL path can also write channels-first output (``channels_first_out``): each
 output row is computed channels-last, a tile of pixels at a time (_conv_plan's
@@ -139,75 +140,6 @@ def _conv_direct(x, w, bias, out, dims, threads):
         oh = row % out_h
         _direct_row(x, w, bias, out, row * out_w * out_c, n, od, oh, in_d, in_h, in_w, in_c,
                     out_w, out_c, k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups)
-
-
-# DEPTHWISE path (groups == C_in == C_out): output channel c reads input channel c only.
-# Blocks of _DW_PIXELS pixels x _NARROW_CHUNK channels are summed over the taps in a
-# stack buffer promoted to registers (as the SMALL blocks below, but each multiply-add
-# reads an input vector along the channels instead of broadcasting one value); the
-# channels and pixels the blocks leave go through a plain loop.
-_DW_PIXELS = 4
-
-
-@njit_serial(inline="always")
-def _depthwise_block(x, w, bias, out, toff, x_pix, pixel_step, out_pix, channels, c0):
-    chunk = _NARROW_CHUNK
-    acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
-    for o in range(chunk):
-        v = bias[c0 + o]
-        for p in range(_DW_PIXELS):
-            acc[p * chunk + o] = v
-    for t in range(toff.shape[0]):
-        xt = x_pix + toff[t] + c0
-        wt = t * channels + c0
-        for o in range(chunk):
-            wv = w[_u(wt + o)]
-            for p in range(_DW_PIXELS):
-                acc[p * chunk + o] += x[_u(xt + p * pixel_step + o)] * wv
-    for p in range(_DW_PIXELS):
-        for o in range(chunk):
-            out[_u(out_pix + p * channels + c0 + o)] = acc[p * chunk + o]
-
-
-@njit_serial
-def _depthwise_plain(x, w, bias, out, x_row, out_row, ow0, ow1, c0, c1, channels,
-                     pixel_step, toff):
-    """Pixels ow0..ow1-1, channels c0..c1-1 of a depthwise output row, one at a time."""
-    for ow in range(ow0, ow1):
-        o = out_row + ow * channels
-        xb = x_row + ow * pixel_step
-        for c in range(c0, c1):
-            v = bias[c]
-            for t in range(toff.shape[0]):
-                v += x[_u(xb + toff[t] + c)] * w[_u(t * channels + c)]
-            out[_u(o + c)] = v
-
-
-@njit_serial
-def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step, toff):
-    blocked_w = out_w - out_w % _DW_PIXELS
-    blocked_c = channels - channels % _NARROW_CHUNK
-    for ow in range(0, blocked_w, _DW_PIXELS):
-        for c0 in range(0, blocked_c, _NARROW_CHUNK):
-            _depthwise_block(x, w, bias, out, toff, x_row + ow * pixel_step, pixel_step,
-                             out_row + ow * channels, channels, c0)
-    _depthwise_plain(x, w, bias, out, x_row, out_row, 0, blocked_w, blocked_c, channels,
-                     channels, pixel_step, toff)
-    _depthwise_plain(x, w, bias, out, x_row, out_row, blocked_w, out_w, 0, channels,
-                     channels, pixel_step, toff)
-
-
-@njit_parallel
-def _conv_depthwise(x, w, bias, out, toff, dims, threads):
-    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
-     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
-    # One task per output row (n, od, oh): each thread writes only its own rows.
-    for row in prange(n_batch * out_d * out_h):
-        n = row // (out_d * out_h)
-        od = (row // out_h) % out_d
-        oh = row % out_h
-        _depthwise_row(x, w, bias, out, ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
-                       row * out_w * out_c, out_w, out_c, sw * in_c, toff)
 
 
 # SMALL path: a block of `pixels` output pixels x `chunk` output channels is accumulated
@@ -705,6 +637,75 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
             _im2col_tile(x, w, bias, out, patches, q0, min(tile_rows, pixels - q0),
                          in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c, k_d, k_h, k_w,
                          c_per_group, sd, sh, sw, dd, dh, dw, groups)
+
+
+# DEPTHWISE path (groups == C_in == C_out): output channel c reads input channel c only.
+# Blocks of _DW_PIXELS pixels x _NARROW_CHUNK channels are summed over the taps in a
+# stack buffer promoted to registers (as the SMALL blocks below, but each multiply-add
+# reads an input vector along the channels instead of broadcasting one value); the
+# channels and pixels the blocks leave go through a plain loop.
+_DW_PIXELS = 4
+
+
+@njit_serial(inline="always")
+def _depthwise_block(x, w, bias, out, toff, x_pix, pixel_step, out_pix, channels, c0):
+    chunk = _NARROW_CHUNK
+    acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
+    for o in range(chunk):
+        v = bias[c0 + o]
+        for p in range(_DW_PIXELS):
+            acc[p * chunk + o] = v
+    for t in range(toff.shape[0]):
+        xt = x_pix + toff[t] + c0
+        wt = t * channels + c0
+        for o in range(chunk):
+            wv = w[_u(wt + o)]
+            for p in range(_DW_PIXELS):
+                acc[p * chunk + o] += x[_u(xt + p * pixel_step + o)] * wv
+    for p in range(_DW_PIXELS):
+        for o in range(chunk):
+            out[_u(out_pix + p * channels + c0 + o)] = acc[p * chunk + o]
+
+
+@njit_serial
+def _depthwise_plain(x, w, bias, out, x_row, out_row, ow0, ow1, c0, c1, channels,
+                     pixel_step, toff):
+    """Pixels ow0..ow1-1, channels c0..c1-1 of a depthwise output row, one at a time."""
+    for ow in range(ow0, ow1):
+        o = out_row + ow * channels
+        xb = x_row + ow * pixel_step
+        for c in range(c0, c1):
+            v = bias[c]
+            for t in range(toff.shape[0]):
+                v += x[_u(xb + toff[t] + c)] * w[_u(t * channels + c)]
+            out[_u(o + c)] = v
+
+
+@njit_serial
+def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step, toff):
+    blocked_w = out_w - out_w % _DW_PIXELS
+    blocked_c = channels - channels % _NARROW_CHUNK
+    for ow in range(0, blocked_w, _DW_PIXELS):
+        for c0 in range(0, blocked_c, _NARROW_CHUNK):
+            _depthwise_block(x, w, bias, out, toff, x_row + ow * pixel_step, pixel_step,
+                             out_row + ow * channels, channels, c0)
+    _depthwise_plain(x, w, bias, out, x_row, out_row, 0, blocked_w, blocked_c, channels,
+                     channels, pixel_step, toff)
+    _depthwise_plain(x, w, bias, out, x_row, out_row, blocked_w, out_w, 0, channels,
+                     channels, pixel_step, toff)
+
+
+@njit_parallel
+def _conv_depthwise(x, w, bias, out, toff, dims, threads):
+    (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
+    # One task per output row (n, od, oh): each thread writes only its own rows.
+    for row in prange(n_batch * out_d * out_h):
+        n = row // (out_d * out_h)
+        od = (row // out_h) % out_d
+        oh = row % out_h
+        _depthwise_row(x, w, bias, out, ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
+                       row * out_w * out_c, out_w, out_c, sw * in_c, toff)
 
 
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
