@@ -63,10 +63,10 @@ SMALL_MIN_OUT, SMALL_MAX_OUT = 1, 64
 SMALL_MIN_OUT_PER_GROUP = 2
 
 # Depthwise convs (one input and one output channel per group) with at least this many
-# channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3, kernel alone, numba / cython:
-# 0.47-0.53 / 0.29-0.35 ms against 1.4 / 0.38 on DIRECT; through conv2d 3.8 -> 0.75 ms
-# cython, the rest being the padded input copy). Tests raise it to steer depthwise cases
-# onto the other paths.
+# channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3, numba / cython: through conv2d
+# 2.5 / 3.8 ms on DIRECT, 0.75-1.0 ms on DEPTHWISE, whose kernel alone takes 0.47-0.53 /
+# 0.29-0.35 ms; the rest is the padded input copy and the allocations). Tests raise it to
+# steer depthwise cases onto the other paths.
 DEPTHWISE_MIN_CHANNELS = 1
 # Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
 GEMM_MIN_OUT_PER_GROUP = 8
