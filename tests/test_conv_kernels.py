@@ -63,6 +63,22 @@ def _record_paths(monkeypatch):
     return seen
 
 
+def _each_c_build(backend):
+    """Iterate once per build of the C kernels this CPU runs, each selected in turn, for
+    the cython backend (the best build is restored after); once, as it is, otherwise."""
+    if backend != "cython":
+        yield None
+        return
+    cython_conv = kernels("conv", "cython")
+    saved = cython_conv._small_kernel_build()
+    try:
+        for build in cython_conv._small_builds_available():
+            cython_conv._small_kernel_build(build)
+            yield build
+    finally:
+        cython_conv._small_kernel_build(saved)
+
+
 def _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups):
     """float64 oracle on channels-first copies of channels-last x and weights."""
     x_t = torch.from_numpy(np.moveaxis(x, -1, 1).astype(np.float64))
@@ -505,19 +521,11 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
         x, expected = x[0], expected[0]
     seen = _record_paths(monkeypatch)
     layout_name = CHANNELS_FIRST[nd] if layout == "first" else CHANNELS_LAST[nd]
-    cython_conv = kernels("conv", "cython") if backend == "cython" else None
-    builds = cython_conv._small_builds_available() if cython_conv else [None]
-    for build in builds:  # cython: every build of the C kernel this CPU runs
-        if build is not None:
-            cython_conv._small_kernel_build(build)
-        try:
-            got = getattr(fastdl, f"conv{nd}d")(
-                x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
-                padding=padding, dilation=dilation, groups=channels, layout=layout_name,
-                backend=backend)
-        finally:
-            if build is not None:  # back to the best build
-                cython_conv._small_kernel_build(builds[-1])
+    for _ in _each_c_build(backend):
+        got = getattr(fastdl, f"conv{nd}d")(
+            x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
+            padding=padding, dilation=dilation, groups=channels, layout=layout_name,
+            backend=backend)
         assert got.dtype == dtype
         assert_close(got, expected, dtype)
     if backend != "numpy":
@@ -596,37 +604,23 @@ def test_grouped_small_path_matches_torch(case, layout, backend, dtype, torch, r
         layout_name = CHANNELS_FIRST[nd]
     assert np.isnan(expected).any() and np.isfinite(expected).any()
     seen = _record_paths(monkeypatch)
-    if backend == "numba":
-        numba_conv = pytest.importorskip("fastdl._numba.conv")
-        variants = [("SMALL_WIDE", False), ("SMALL_WIDE", True)]
-    elif backend == "cython":
-        cython_conv = kernels("conv", "cython")
-        variants = [("build", build) for build in cython_conv._small_builds_available()]
-    else:
-        variants = [(None, None)]
-    # cython, channels-first: the default rule (direct stores, K < 200 but one case) and
-    # row tiles for every reduction
-    default_first_tile = _conv_plan.FIRST_TILE_MIN_REDUCTION
-    first_tile_mins = [default_first_tile]
+    # numba: both block shapes; cython: every C build, and for channels-first output the
+    # default rule (direct stores, K < 200 but in one case) and row tiles for every K
+    wide_shapes = [False, True] if backend == "numba" else [None]
+    first_tile_mins = [_conv_plan.FIRST_TILE_MIN_REDUCTION]
     if layout == "first" and backend == "cython":
         first_tile_mins.append(0)
-    for name, value in variants:
-        if name == "SMALL_WIDE":
-            monkeypatch.setattr(numba_conv, "SMALL_WIDE", value)
-        for first_tile_min in first_tile_mins:
-            monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", first_tile_min)
-            if name == "build":
-                saved = cython_conv._small_kernel_build()
-                cython_conv._small_kernel_build(value)
-            try:
+    for wide in wide_shapes:
+        if wide is not None:
+            monkeypatch.setattr(pytest.importorskip("fastdl._numba.conv"), "SMALL_WIDE", wide)
+        for _ in _each_c_build(backend):
+            for first_tile_min in first_tile_mins:
+                monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", first_tile_min)
                 got = getattr(fastdl, f"conv{nd}d")(
                     x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
                     padding=padding, dilation=dilation, groups=groups, layout=layout_name,
                     backend=backend)
-            finally:
-                if name == "build":
-                    cython_conv._small_kernel_build(saved)
-            assert got.dtype == dtype and got.flags.c_contiguous
-            assert_close(got, expected, dtype)
+                assert got.dtype == dtype and got.flags.c_contiguous
+                assert_close(got, expected, dtype)
     if backend != "numpy":
         assert set(seen) == {_conv_plan.SMALL}, f"kernel took path {seen}, expected SMALL"
