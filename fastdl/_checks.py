@@ -407,10 +407,13 @@ PADDED_ZEROS_MAX_BYTES = 1 << 18
 
 
 def padded_empty(padded_shape, interior, dtype):
-    """A new array whose padding (everything outside ``interior``) is zero and whose
-    interior is left for the caller to fill. Large arrays get only their padding slabs
-    written (np.zeros then the copy would write the interior twice: 8x58x58x64 float32,
-    0.30 -> 0.23 ms); small ones np.zeros (a slab assignment costs ~1-2 us)."""
+    """A new array whose padding (everything outside ``interior``; None: no padding) is
+    zero and whose interior is left for the caller to fill. Large arrays get only their
+    padding slabs written (np.zeros then the copy would write the interior twice:
+    8x58x58x64 float32, 0.30 -> 0.23 ms); small ones np.zeros (a slab assignment costs
+    ~1-2 us)."""
+    if interior is None:
+        return np.empty(padded_shape, dtype=dtype)
     if math.prod(padded_shape) * dtype.itemsize < PADDED_ZEROS_MAX_BYTES:
         return np.zeros(padded_shape, dtype=dtype)
     out = np.empty(padded_shape, dtype=dtype)

@@ -93,8 +93,7 @@ def _kernel_input(module, spec, nd):
     n, channels = x_first.shape[:2]
     pads = ((0, 0),) * (3 - nd) + geometry.pads
     padded_shape = (n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,)
-    interior = _checks.interior_index(x_first.shape[2:], pads)
-    xp = (np.empty(padded_shape, geometry.dtype) if interior is None
-          else _checks.padded_empty(padded_shape, interior, geometry.dtype))
+    xp = _checks.padded_empty(padded_shape, _checks.interior_index(x_first.shape[2:], pads),
+                              geometry.dtype)
     module.to_channels_last(x_first, xp, tuple(lo for lo, _ in pads), threads_for(x_first.size))
     return xp

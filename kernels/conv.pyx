@@ -122,6 +122,7 @@ cdef inline void _depthwise_row(int isa, const real* x_row, const real* w, const
                                 real* out_row, Py_ssize_t out_w, Py_ssize_t channels,
                                 Py_ssize_t pixel_step, const Py_ssize_t* toff,
                                 Py_ssize_t taps) noexcept nogil:
+    """kernels/conv_small.h's depthwise row kernel for this dtype."""
     if real is float:
         fastdl_conv_depthwise_row_f32(isa, x_row, w, bias, out_row, out_w, channels,
                                       pixel_step, toff, taps)

@@ -203,81 +203,6 @@ static int fastdl_conv_small_best_isa(void)
     return FASTDL_ISA_GENERIC;
 }
 
-/* One output row (out_w pixels x out_c channels). x_row: the row's first input pixel;
- * pixel_step: elements between consecutive output pixels' inputs; koff[k]: offset of
- * reduction element k (tap, channel) from a pixel's input; w: (k_total, out_c) weights
- * with rows w_stride apart (a grouped conv passes one group's columns of the (k_total,
- * C_out) weights). Output (pixel p, channel c) is
- * out_row[p * pix_stride + c * chan_stride]. */
-#define FASTDL_CONV_SMALL_ARGS                                                                \
-    x_row, w, bias, out_row, out_w, out_c, pixel_step, koff, k_total, w_stride, pix_stride,  \
-        chan_stride
-#define FASTDL_CONV_SMALL_DISPATCH(REAL, SUFFIX)                                              \
-    static void fastdl_conv_small_row_##SUFFIX(                                               \
-        int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
-        ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step, const ptrdiff_t* koff,        \
-        ptrdiff_t k_total, ptrdiff_t w_stride, ptrdiff_t pix_stride, ptrdiff_t chan_stride)   \
-    {                                                                                         \
-        FASTDL_CONV_SMALL_AVX512_CASE(SUFFIX)                                                 \
-        FASTDL_CONV_SMALL_AVX2_CASE(SUFFIX)                                                   \
-        fastdl_conv_small_row_##SUFFIX##_generic(FASTDL_CONV_SMALL_ARGS);                     \
-    }
-
-#ifdef FASTDL_HAVE_AVX512_PATH
-#define FASTDL_CONV_SMALL_AVX512_CASE(SUFFIX)                                                 \
-    if (isa == FASTDL_ISA_AVX512) {                                                           \
-        fastdl_conv_small_row_##SUFFIX##_avx512(FASTDL_CONV_SMALL_ARGS);                      \
-        return;                                                                               \
-    }
-#else
-#define FASTDL_CONV_SMALL_AVX512_CASE(SUFFIX)
-#endif
-#ifdef FASTDL_HAVE_AVX2_PATH
-#define FASTDL_CONV_SMALL_AVX2_CASE(SUFFIX)                                                   \
-    if (isa == FASTDL_ISA_AVX2) {                                                             \
-        fastdl_conv_small_row_##SUFFIX##_avx2(FASTDL_CONV_SMALL_ARGS);                        \
-        return;                                                                               \
-    }
-#else
-#define FASTDL_CONV_SMALL_AVX2_CASE(SUFFIX)
-#endif
-
-FASTDL_CONV_SMALL_DISPATCH(float, f32)
-FASTDL_CONV_SMALL_DISPATCH(double, f64)
-
-/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (see
- * TRANSPOSE_FN in conv_small_body.h), in the build isa. */
-#define FASTDL_TRANSPOSE_DISPATCH(REAL, SUFFIX)                                               \
-    static void fastdl_transpose_##SUFFIX(int isa, const REAL* src, ptrdiff_t src_stride,     \
-                                          REAL* dst, ptrdiff_t dst_stride, ptrdiff_t rows,    \
-                                          ptrdiff_t cols)                                     \
-    {                                                                                         \
-        FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
-        FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
-        fastdl_transpose_##SUFFIX##_generic(src, src_stride, dst, dst_stride, rows, cols);    \
-    }
-#ifdef FASTDL_HAVE_AVX512_PATH
-#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)                                                  \
-    if (isa == FASTDL_ISA_AVX512) {                                                           \
-        fastdl_transpose_##SUFFIX##_avx512(src, src_stride, dst, dst_stride, rows, cols);     \
-        return;                                                                               \
-    }
-#else
-#define FASTDL_TRANSPOSE_AVX512_CASE(SUFFIX)
-#endif
-#ifdef FASTDL_HAVE_AVX2_PATH
-#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)                                                    \
-    if (isa == FASTDL_ISA_AVX2) {                                                             \
-        fastdl_transpose_##SUFFIX##_avx2(src, src_stride, dst, dst_stride, rows, cols);       \
-        return;                                                                               \
-    }
-#else
-#define FASTDL_TRANSPOSE_AVX2_CASE(SUFFIX)
-#endif
-
-FASTDL_TRANSPOSE_DISPATCH(float, f32)
-FASTDL_TRANSPOSE_DISPATCH(double, f64)
-
 /* `call; return;` when the build isa is selected and compiled in */
 #ifdef FASTDL_HAVE_AVX512_PATH
 #define FASTDL_IF_AVX512(call) if (isa == FASTDL_ISA_AVX512) { call; return; }
@@ -289,20 +214,54 @@ FASTDL_TRANSPOSE_DISPATCH(double, f64)
 #else
 #define FASTDL_IF_AVX2(call)
 #endif
+/* the body of a dispatcher: fn's build for isa (fn_avx512, fn_avx2, else fn_generic) */
+#define FASTDL_CALL_BUILD(fn, args)                                                           \
+    FASTDL_IF_AVX512(fn##_avx512 args)                                                        \
+    FASTDL_IF_AVX2(fn##_avx2 args)                                                            \
+    fn##_generic args;
+
+/* One output row (out_w pixels x out_c channels). x_row: the row's first input pixel;
+ * pixel_step: elements between consecutive output pixels' inputs; koff[k]: offset of
+ * reduction element k (tap, channel) from a pixel's input; w: (k_total, out_c) weights
+ * with rows w_stride apart (a grouped conv passes one group's columns of the (k_total,
+ * C_out) weights). Output (pixel p, channel c) is
+ * out_row[p * pix_stride + c * chan_stride]. */
+#define FASTDL_CONV_SMALL_DISPATCH(REAL, SUFFIX)                                              \
+    static void fastdl_conv_small_row_##SUFFIX(                                               \
+        int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
+        ptrdiff_t out_w, ptrdiff_t out_c, ptrdiff_t pixel_step, const ptrdiff_t* koff,        \
+        ptrdiff_t k_total, ptrdiff_t w_stride, ptrdiff_t pix_stride, ptrdiff_t chan_stride)   \
+    {                                                                                         \
+        FASTDL_CALL_BUILD(fastdl_conv_small_row_##SUFFIX,                                     \
+                          (x_row, w, bias, out_row, out_w, out_c, pixel_step, koff, k_total,  \
+                           w_stride, pix_stride, chan_stride))                                \
+    }
+FASTDL_CONV_SMALL_DISPATCH(float, f32)
+FASTDL_CONV_SMALL_DISPATCH(double, f64)
+
+/* dst[j * dst_stride + i] = src[i * src_stride + j] for i < rows, j < cols (see
+ * TRANSPOSE_FN in conv_small_body.h), in the build isa. */
+#define FASTDL_TRANSPOSE_DISPATCH(REAL, SUFFIX)                                               \
+    static void fastdl_transpose_##SUFFIX(int isa, const REAL* src, ptrdiff_t src_stride,     \
+                                          REAL* dst, ptrdiff_t dst_stride, ptrdiff_t rows,    \
+                                          ptrdiff_t cols)                                     \
+    {                                                                                         \
+        FASTDL_CALL_BUILD(fastdl_transpose_##SUFFIX,                                          \
+                          (src, src_stride, dst, dst_stride, rows, cols))                     \
+    }
+FASTDL_TRANSPOSE_DISPATCH(float, f32)
+FASTDL_TRANSPOSE_DISPATCH(double, f64)
 
 /* One output row of a depthwise conv (DEPTHWISE_FN in conv_small_body.h), in the build isa. */
-#define FASTDL_DEPTHWISE_ARGS x_row, w, bias, out_row, out_w, channels, pixel_step, toff, taps
 #define FASTDL_DEPTHWISE_DISPATCH(REAL, SUFFIX)                                               \
     static void fastdl_conv_depthwise_row_##SUFFIX(                                           \
         int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
         ptrdiff_t out_w, ptrdiff_t channels, ptrdiff_t pixel_step, const ptrdiff_t* toff,     \
         ptrdiff_t taps)                                                                       \
     {                                                                                         \
-        FASTDL_IF_AVX512(fastdl_conv_depthwise_row_##SUFFIX##_avx512(FASTDL_DEPTHWISE_ARGS))   \
-        FASTDL_IF_AVX2(fastdl_conv_depthwise_row_##SUFFIX##_avx2(FASTDL_DEPTHWISE_ARGS))       \
-        fastdl_conv_depthwise_row_##SUFFIX##_generic(FASTDL_DEPTHWISE_ARGS);                  \
+        FASTDL_CALL_BUILD(fastdl_conv_depthwise_row_##SUFFIX,                                 \
+                          (x_row, w, bias, out_row, out_w, channels, pixel_step, toff, taps)) \
     }
-
 FASTDL_DEPTHWISE_DISPATCH(float, f32)
 FASTDL_DEPTHWISE_DISPATCH(double, f64)
 

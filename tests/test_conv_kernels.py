@@ -54,6 +54,14 @@ PATHS = {
 }
 
 
+def _steer(monkeypatch, path):
+    """Thresholds that send small inputs down `path` (a PATHS key; others: the default
+    rules), every call threaded."""
+    for name, value in PATHS.get(path, {}).items():
+        monkeypatch.setattr(_conv_plan, name, value)
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+
+
 def _record_paths(monkeypatch):
     """A list that gets the path of every conv kernel call from now on."""
     seen = []
@@ -93,13 +101,10 @@ def _torch_conv(torch, nd, x, w, b, stride, padding, dilation, groups):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-g{c[9]}")
 def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeypatch):
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, groups = case
-    for name, value in PATHS[path].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    # Small tiles (5 rows) so tiles straddle rows and planes and end part-full; every
-    # call threaded.
+    _steer(monkeypatch, path)
+    # Small tiles (5 rows) so tiles straddle rows and planes and end part-full.
     monkeypatch.setattr(_conv_plan, "TILE_BYTES", 1)
     monkeypatch.setattr(_conv_plan, "TILE_MIN_ROWS", 5)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
     n = 1 if batch is None else batch
     x = rng.standard_normal((n,) + spatial + (c_in,))
     w = rng.standard_normal(kernel + (c_in // groups, c_out))
@@ -132,9 +137,7 @@ def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rn
     """On the SMALL path channels-first calls get their output written channels-first by
     the kernel itself (no channels-last intermediate): every pixel/channel block edge."""
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
-    for name, value in PATHS["small"].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, "small")
     n = 1 if batch is None else batch
     x = rng.standard_normal((n, c_in) + spatial)
     w = rng.standard_normal((c_out, c_in) + kernel)
@@ -176,9 +179,7 @@ def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype,
     layouts."""
     numba_conv = pytest.importorskip("fastdl._numba.conv")
     monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
-    for name, value in PATHS["small"].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, "small")
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
     n = 1 if batch is None else batch
     x = rng.standard_normal((n,) + spatial + (c_in,))
@@ -229,9 +230,7 @@ def test_small_path_leftover_channels_match_torch(case, backend, wide, dtype, to
     if backend == "numba":
         numba_conv = pytest.importorskip("fastdl._numba.conv")
         monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
-    for name, value in PATHS["small"].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, "small")
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
     x = rng.standard_normal((batch,) + spatial + (c_in,))
     w = rng.standard_normal(kernel + (c_in, c_out))
@@ -274,9 +273,7 @@ def test_small_path_c_builds_match_torch(case, build, layout, dtype, torch, rng,
     require(build in cy_conv._small_builds_available(),
             f"the {build} build of the SMALL kernel is not available on this CPU")
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
-    for name, value in PATHS["small"].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, "small")
     n = 1 if batch is None else batch
     x = rng.standard_normal((n,) + spatial + (c_in,))
     x.flat[5] = np.nan
@@ -324,9 +321,7 @@ def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkey
     from concurrent.futures import ThreadPoolExecutor
 
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    for name, value in PATHS[path].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, path)
 
     def blas_threads():
         return {info["filepath"]: info["num_threads"]
@@ -347,9 +342,7 @@ def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkey
 
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_nan_and_inf_propagate_on_every_path(path, backend, dtype, torch, rng, monkeypatch):
-    for name, value in PATHS[path].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, path)
     x = rng.standard_normal((2, 9, 8, 4))
     x[0, 2, 3, 1] = np.nan
     x[1, 5, 5, 2] = np.inf
@@ -451,9 +444,7 @@ def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch,
             pytest.skip("the avx512 build is not available: this CPU has no AVX-512")
         require(variant in cy_conv._small_builds_available(),
                 f"the {variant} build of the SMALL kernel is not available on this CPU")
-    for name, value in PATHS["small"].items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, "small")
     monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", 0)
     monkeypatch.setattr(_conv_plan, "FIRST_TILE_BYTES", 1)
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
@@ -537,9 +528,7 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
 def test_padding_is_ieee_zeros(path, backend, dtype, monkeypatch):
     """A padded cell is a zero that multiplies the weight: against an infinite weight it
     gives NaN on every path (the decision in README.md; PyTorch's float64 conv agrees)."""
-    for name, value in PATHS.get(path, {}).items():
-        monkeypatch.setattr(_conv_plan, name, value)
-    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    _steer(monkeypatch, path)
     groups = 4 if path == "depthwise" else 1
     x = np.ones((1, 5, 6, 4), dtype)
     w = np.ones((3, 3, 4 // groups, 4), dtype)
