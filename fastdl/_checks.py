@@ -393,9 +393,10 @@ def interior_index(spatial, pads):
     return (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(spatial, pads))
 
 
-def padded_channels_last(x, padded_shape, interior, dtype):
-    """A new C-contiguous (N, *padded spatial, C) array: the one copy of the input,
-    which also fixes dtype, byte order and memory layout."""
+def padded_copy(x, padded_shape, interior, dtype):
+    """x zero-padded into a C-contiguous array of padded_shape (interior: x's cells in it;
+    None: no padding, and x itself when it is C-contiguous in dtype already): the one copy
+    of the input, which also fixes dtype, byte order and memory layout."""
     if interior is None:
         return np.ascontiguousarray(x, dtype=dtype)
     out = padded_empty(padded_shape, interior, dtype)

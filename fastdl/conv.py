@@ -59,6 +59,9 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     # channels-last and transpose (their GEMM tiles are channels-last by construction).
     write_first = geometry.channels_first and _conv_plan.takes_small_path(
         math.prod(spec.weight.shape[:-1]), out_channels, geometry.groups)
+    # ... and with few input channels it reads the channels-first input as it is, too
+    read_first = write_first and _conv_plan.reads_channels_first(
+        spec.x.shape[-1], geometry.interior is not None)
     if write_first:
         out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
     else:
@@ -69,29 +72,37 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     else:
         result = out.reshape((n,) + out_spatial + (out_channels,))
     if n:
-        xp = _kernel_input(module, spec, nd)
+        xp = _kernel_input(module, spec, nd, read_first)
         w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
         module.conv_ndhwc(xp, w, b, out, unit + geometry.stride, unit + geometry.dilation,
-                          geometry.groups, get_num_threads(), write_first)
+                          geometry.groups, get_num_threads(), write_first, read_first)
         if geometry.channels_first and not write_first:
             module.to_channels_first(out.reshape(n, -1, out_channels),
                                      result.reshape(n, out_channels, -1), threads_for(out.size))
     return result if geometry.batched else result[0]
 
 
-def _kernel_input(module, spec, nd):
+def _kernel_input(module, spec, nd, read_first):
     """The one copy of x the kernel reads: zero-padded, C-contiguous (N, D, H, W, C) in
     the compute dtype. spec.x is channels-last (a view, for channels-first calls, of the
     caller's array), which NumPy copies; channels-first data goes through the backend's
-    cache-blocked transpose instead of NumPy's plane-strided copy."""
+    cache-blocked transpose instead of NumPy's plane-strided copy. read_first: the
+    channels-first input itself, (N, C, D, H, W): no copy at all when it is unpadded,
+    C-contiguous and in the compute dtype already; else a (padded) copy in that layout."""
     geometry = spec.geometry
     if not geometry.channels_first:
-        return _to_3d(_checks.padded_channels_last(spec.x, geometry.padded_shape,
-                                                   geometry.interior, geometry.dtype), nd, 1)
-    x_first = _to_3d(np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=geometry.dtype), nd, 2)
-    n, channels = x_first.shape[:2]
+        return _to_3d(_checks.padded_copy(spec.x, geometry.padded_shape, geometry.interior,
+                                          geometry.dtype), nd, 1)
+    x_caller = np.moveaxis(spec.x, -1, 1)
     pads = ((0, 0),) * (3 - nd) + geometry.pads
+    if read_first:  # the channels-first twins of the channels-last shape and index
+        n, *spatial, channels = geometry.padded_shape
+        interior = geometry.interior and (slice(None),) + geometry.interior
+        return _to_3d(_checks.padded_copy(x_caller, (n, channels, *spatial), interior,
+                                          geometry.dtype), nd, 2)
+    x_first = _to_3d(np.ascontiguousarray(x_caller, dtype=geometry.dtype), nd, 2)
+    n, channels = x_first.shape[:2]
     padded_shape = (n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,)
     xp = _checks.padded_empty(padded_shape, _checks.interior_index(x_first.shape[2:], pads),
                               geometry.dtype)

@@ -282,19 +282,23 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                const real[::1] bias not None,
                real[:, :, :, :, ::1] out not None,
                tuple stride, tuple dilation, Py_ssize_t groups, int num_threads,
-               bint channels_first_out=False):
+               bint channels_first_out=False, bint channels_first_in=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
     channels_first_out: out is (N, C_out, D, H, W) instead, written by the SMALL kernel
+    directly; channels_first_in: xp is (N, C_in, D, H, W), read by the SMALL kernel
     directly (SMALL path only, see conv.py; ValueError on any other path)."""
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
-    # channels-first out is (N, C_out, D, H, W): read its sizes in channels-last order
+    # channels-first arrays are (N, C, D, H, W): read their sizes in channels-last order
     cdef int c_axis = 1 if channels_first_out else 4
     cdef int d_axis = 2 if channels_first_out else 1
     cdef Py_ssize_t n_batch = out.shape[0], out_c = out.shape[c_axis]
     cdef Py_ssize_t out_d = out.shape[d_axis], out_h = out.shape[d_axis + 1]
     cdef Py_ssize_t out_w = out.shape[d_axis + 2]
-    cdef Py_ssize_t in_d = xp.shape[1], in_h = xp.shape[2], in_w = xp.shape[3], in_c = xp.shape[4]
+    c_axis = 1 if channels_first_in else 4
+    d_axis = 2 if channels_first_in else 1
+    cdef Py_ssize_t in_d = xp.shape[d_axis], in_h = xp.shape[d_axis + 1]
+    cdef Py_ssize_t in_w = xp.shape[d_axis + 2], in_c = xp.shape[c_axis]
     cdef Py_ssize_t k_d = w.shape[0], k_h = w.shape[1], k_w = w.shape[2], c_per_group = w.shape[3]
     cdef Py_ssize_t k_total = k_d * k_h * k_w * c_per_group
     cdef Py_ssize_t rows = n_batch * out_d * out_h, row, n, od, oh
@@ -309,27 +313,32 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef bint limit_blas
     path, threads, tile_rows, limit_blas = _conv_plan.choose(
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
-    if channels_first_out and path != _conv_plan.SMALL:
-        raise ValueError("channels_first_out is only supported on the SMALL path")
+    if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
+        raise ValueError("channels-first input or output is only supported on the SMALL path")
 
     cdef const Py_ssize_t[::1] koff
     cdef const Py_ssize_t* koff_ptr
     cdef const real* x_row
     cdef real* out_row
     cdef Py_ssize_t pix_stride, chan_stride, tile_w, o_per_group, g
+    cdef Py_ssize_t in_pixel, in_channel, pixel_step
     cdef real[:, ::1] first_tiles
     cdef real* tiles_ptr
     cdef int isa
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets((n_batch, in_d, in_h, in_w, in_c),
                                             (k_d, k_h, k_w, c_per_group, out_c),
-                                            dilation)
+                                            dilation, channels_first_in)
         koff_ptr = &koff[0]
         # One task per output row (n, od, oh), as on the DIRECT path; a grouped conv runs
         # the row kernel once per group (input channels g * c_per_group.., weight columns
         # and output channels g * o_per_group.., weight rows still out_c apart). Output
         # row start and strides: channels-last rows are out_w * out_c apart, pixels out_c,
         # channels 1; channels-first rows are out_w apart within an image's channel planes.
+        # The input alike: in_pixel and in_channel are its pixel and channel steps.
+        in_pixel, in_channel = _conv_plan.input_steps((n_batch, in_d, in_h, in_w, in_c),
+                                                      channels_first_in)
+        pixel_step = sw * in_pixel
         o_per_group = out_c // groups
         plane = out_d * out_h * out_w
         pix_stride = 1 if channels_first_out else out_c
@@ -348,15 +357,16 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                     n = row // (out_d * out_h)
                     od = (row // out_h) % out_d
                     oh = row % out_h
-                    x_row = xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
+                    x_row = xp_ptr + n * in_d * in_h * in_w * in_c + (
+                        (od * sd * in_h + oh * sh) * in_w) * in_pixel
                     out_row = out_ptr + n * out_c * plane + (row - n * out_d * out_h) * out_w
                     p0 = 0
                     while p0 < out_w:
                         pixels = min(tile_w, out_w - p0)
                         for g in range(groups):
-                            _small_row(isa, x_row + p0 * sw * in_c + g * c_per_group,
+                            _small_row(isa, x_row + p0 * pixel_step + g * c_per_group * in_channel,
                                        w_ptr + g * o_per_group, b_ptr + g * o_per_group,
-                                       buf + g * o_per_group, pixels, o_per_group, sw * in_c,
+                                       buf + g * o_per_group, pixels, o_per_group, pixel_step,
                                        koff_ptr, k_total, out_c, out_c, 1)
                         _transpose(isa, buf, out_c, out_row + p0, plane, pixels, out_c)
                         p0 = p0 + tile_w
@@ -365,15 +375,16 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
             n = row // (out_d * out_h)
             od = (row // out_h) % out_d
             oh = row % out_h
-            x_row = xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
+            x_row = xp_ptr + n * in_d * in_h * in_w * in_c + (
+                (od * sd * in_h + oh * sh) * in_w) * in_pixel
             if channels_first_out:
                 out_row = out_ptr + n * out_c * plane + (row - n * out_d * out_h) * out_w
             else:
                 out_row = out_ptr + row * out_w * out_c
             for g in range(groups):
-                _small_row(isa, x_row + g * c_per_group, w_ptr + g * o_per_group,
+                _small_row(isa, x_row + g * c_per_group * in_channel, w_ptr + g * o_per_group,
                            b_ptr + g * o_per_group, out_row + g * o_per_group * chan_stride,
-                           out_w, o_per_group, sw * in_c, koff_ptr, k_total, out_c,
+                           out_w, o_per_group, pixel_step, koff_ptr, k_total, out_c,
                            pix_stride, chan_stride)
         return
 

@@ -7,6 +7,8 @@ that small inputs take each path, and shrink the tiles so tiles cross output row
 planes and end in partial tiles.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,32 @@ def _record_paths(monkeypatch):
     return seen
 
 
+INPUT_MODES = ("transposed", "direct")
+
+
+def _steer_input(monkeypatch, mode):
+    """Channels-first SMALL-path calls read a transposed channels-last copy of x
+    ("transposed") or x as it is, channels-first ("direct"), whatever their channels and
+    padding."""
+    limit = 1 << 30 if mode == "direct" else 0
+    monkeypatch.setattr(_conv_plan, "FIRST_INPUT_MAX_CHANNELS", limit)
+    monkeypatch.setattr(_conv_plan, "FIRST_INPUT_PADDED_MAX_CHANNELS", limit)
+
+
+def _record_input_modes(monkeypatch, backend):
+    """A list that gets, for every conv kernel call from now on, the mode of its input
+    ("direct": channels-first, "transposed": channels-last)."""
+    module = kernels("conv", backend)
+    real_kernel, seen = module.conv_ndhwc, []
+
+    def spy(*args):
+        seen.append("direct" if len(args) > 9 and args[9] else "transposed")
+        return real_kernel(*args)
+
+    monkeypatch.setattr(module, "conv_ndhwc", spy)
+    return seen
+
+
 def _each_c_build(backend):
     """Iterate once per build of the C kernels this CPU runs, each selected in turn, for
     the cython backend (the best build is restored after); once, as it is, otherwise."""
@@ -131,13 +159,18 @@ CHANNELS_FIRST = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
 CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
 
 
+@pytest.mark.parametrize("input_mode", INPUT_MODES)
 @pytest.mark.parametrize("case", [c for c in CASES if c[9] == 1],
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-p{c[7]}-d{c[8]}-co{c[3]}")
-def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rng, monkeypatch):
+def test_small_path_channels_first_matches_torch(case, input_mode, backend, dtype, torch, rng,
+                                                 monkeypatch):
     """On the SMALL path channels-first calls get their output written channels-first by
-    the kernel itself (no channels-last intermediate): every pixel/channel block edge."""
+    the kernel itself (no channels-last intermediate): every pixel/channel block edge; the
+    kernel reads a transposed copy of x or x itself."""
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
     _steer(monkeypatch, "small")
+    _steer_input(monkeypatch, input_mode)
+    modes = _record_input_modes(monkeypatch, backend)
     n = 1 if batch is None else batch
     x = rng.standard_normal((n, c_in) + spatial)
     w = rng.standard_normal((c_out, c_in) + kernel)
@@ -153,6 +186,7 @@ def test_small_path_channels_first_matches_torch(case, backend, dtype, torch, rn
                                         layout=CHANNELS_FIRST[nd], backend=backend)
     assert got.dtype == dtype and got.flags.c_contiguous
     assert_close(got, expected, dtype)
+    assert modes == [input_mode]
     if backend != "numpy":
         assert seen == [_conv_plan.SMALL]
 
@@ -175,8 +209,8 @@ WIDE_ROW_CASES = [
 def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype, torch, rng,
                                               monkeypatch):
     """The numba SMALL kernel has two register-block shapes (the wide one is chosen for
-    float32 on AVX-512 hosts); run both, whichever this host picks, on both output
-    layouts."""
+    float32 on AVX-512 hosts); run both, whichever this host picks, on both layouts
+    (channels-first: both input modes)."""
     numba_conv = pytest.importorskip("fastdl._numba.conv")
     monkeypatch.setattr(numba_conv, "SMALL_WIDE", wide)
     _steer(monkeypatch, "small")
@@ -194,11 +228,15 @@ def test_numba_small_block_shapes_match_torch(case, wide, channels_first, dtype,
     if batch is None:
         x, expected = x[0], expected[0]
     kwargs = {} if layout is None else {"layout": layout}
-    got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                        stride=stride, padding=padding, dilation=dilation,
-                                        backend="numba", **kwargs)
-    assert got.dtype == dtype and got.flags.c_contiguous
-    assert_close(got, expected, dtype)
+    modes = _record_input_modes(monkeypatch, "numba")
+    for input_mode in INPUT_MODES if channels_first else INPUT_MODES[:1]:
+        _steer_input(monkeypatch, input_mode)
+        got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                            stride=stride, padding=padding, dilation=dilation,
+                                            backend="numba", **kwargs)
+        assert got.dtype == dtype and got.flags.c_contiguous
+        assert_close(got, expected, dtype)
+        assert modes.pop() == input_mode
 
 
 # Output channel counts whose last 1-7 channels no full or half chunk covers (numba's
@@ -266,7 +304,7 @@ SMALL_BUILD_CASES = [c for c in CASES if c[9] == 1][:6] + [
 def test_small_path_c_builds_match_torch(case, build, layout, dtype, torch, rng, monkeypatch):
     """The Cython SMALL kernel is compiled generic, for AVX2+FMA and for AVX-512 (chosen
     by CPU); the tests above run the best build this CPU has, this runs each of them, with
-    both output layouts."""
+    both layouts (channels-first: both input modes)."""
     cy_conv = pytest.importorskip("fastdl._cy.conv")
     if build == "avx512" and build not in cy_conv._small_builds_available():
         pytest.skip("the avx512 build is not available: this CPU has no AVX-512")  # no build failure
@@ -287,31 +325,37 @@ def test_small_path_c_builds_match_torch(case, build, layout, dtype, torch, rng,
     if batch is None:
         x, expected = x[0], expected[0]
     layout_arg = {"layout": CHANNELS_FIRST[nd]} if layout == "first" else {}
+    modes = _record_input_modes(monkeypatch, "cython")
+    assert np.isnan(expected).any() and np.isfinite(expected).any()
     saved = cy_conv._small_kernel_build()
     cy_conv._small_kernel_build(build)
     try:
-        got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
-                                            stride=stride, padding=padding, dilation=dilation,
-                                            backend="cython", **layout_arg)
+        for input_mode in INPUT_MODES if layout == "first" else INPUT_MODES[:1]:
+            _steer_input(monkeypatch, input_mode)
+            got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype),
+                                                b.astype(dtype), stride=stride, padding=padding,
+                                                dilation=dilation, backend="cython", **layout_arg)
+            assert_close(got, expected, dtype)
+            assert modes.pop() == input_mode
     finally:
         cy_conv._small_kernel_build(saved)
-    assert np.isnan(expected).any() and np.isfinite(expected).any()
-    assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("channels_first", ["output", "input"])
 @pytest.mark.parametrize("compiled", ["numba", "cython"])
-def test_channels_first_output_only_on_the_small_path(compiled, rng):
-    """The kernels write channels-first output only on the SMALL path; asked for it on
-    another path they refuse rather than write a wrong layout."""
+def test_channels_first_only_on_the_small_path(compiled, channels_first, rng):
+    """The kernels read or write channels-first arrays only on the SMALL path; asked to on
+    another path they refuse rather than use a wrong layout."""
     status = fastdl.backends()[compiled]
     require(status == "available", f"backend {compiled} is unavailable: {status}")
     module = kernels("conv", compiled)
-    xp = rng.standard_normal((1, 1, 6, 6, 32)).astype(np.float32)
-    w = rng.standard_normal((1, 3, 3, 32, 128)).astype(np.float32)  # 128 > SMALL_MAX_OUT
-    out = np.empty((1, 128, 1, 4, 4), np.float32)
+    first_out = channels_first == "output"
+    xp = rng.standard_normal((1, 1, 6, 6, 32) if first_out else (1, 32, 1, 6, 6))
+    w = rng.standard_normal((1, 3, 3, 32, 128))  # 128 > SMALL_MAX_OUT
+    out = np.empty((1, 128, 1, 4, 4) if first_out else (1, 1, 4, 4, 128))
     with pytest.raises(ValueError, match="SMALL"):
-        module.conv_ndhwc(xp, w, np.zeros(128, np.float32), out, (1, 1, 1), (1, 1, 1), 1, 1,
-                          True)
+        module.conv_ndhwc(xp, w, np.zeros(128), out, (1, 1, 1), (1, 1, 1), 1, 1,
+                          first_out, not first_out)
 
 
 @pytest.mark.parametrize("path", ["shifted", "im2col"])
@@ -426,14 +470,15 @@ FIRST_TILE_ENGINES = [("numba", "narrow"), ("numba", "wide"), ("cython", "generi
                       ("cython", "avx2"), ("cython", "avx512")]
 
 
+@pytest.mark.parametrize("input_mode", INPUT_MODES)
 @pytest.mark.parametrize("engine", FIRST_TILE_ENGINES, ids="-".join)
 @pytest.mark.parametrize("case", FIRST_TILE_CASES,
                          ids=lambda c: f"{c[0]}d-k{c[5]}-s{c[6]}-w{c[4][-1]}-co{c[3]}")
-def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch, rng,
+def test_small_path_channels_first_tiles_match_torch(case, engine, input_mode, dtype, torch, rng,
                                                      monkeypatch):
     """Channels-first output computed channels-last into row tiles and transposed out
     (the compiled kernels' way for reductions of FIRST_TILE_MIN_REDUCTION and more; forced
-    here for every reduction), with NaN and Inf propagating."""
+    here for every reduction), from either input mode, with NaN and Inf propagating."""
     backend, variant = engine
     if backend == "numba":
         numba_conv = pytest.importorskip("fastdl._numba.conv")
@@ -445,6 +490,8 @@ def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch,
         require(variant in cy_conv._small_builds_available(),
                 f"the {variant} build of the SMALL kernel is not available on this CPU")
     _steer(monkeypatch, "small")
+    _steer_input(monkeypatch, input_mode)
+    modes = _record_input_modes(monkeypatch, backend)
     monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", 0)
     monkeypatch.setattr(_conv_plan, "FIRST_TILE_BYTES", 1)
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, _ = case
@@ -471,6 +518,7 @@ def test_small_path_channels_first_tiles_match_torch(case, engine, dtype, torch,
     assert np.isnan(expected).any() and np.isinf(expected).any()
     assert got.dtype == dtype and got.flags.c_contiguous
     assert_close(got, expected, dtype)
+    assert modes == [input_mode]
 
 
 # Depthwise convs (groups == C_in == C_out): channel counts around every vector width
@@ -576,7 +624,8 @@ GROUPED_SMALL_CASES = [
 def test_grouped_small_path_matches_torch(case, layout, backend, dtype, torch, rng, monkeypatch):
     """Grouped convs on the SMALL path, with NaN and Inf, in every variant of each
     compiled kernel: numba's two block shapes, every C build this CPU runs, and for
-    channels-first output both the direct stores and the channels-last row tiles."""
+    channels-first output both the direct stores and the channels-last row tiles, from
+    either input mode."""
     nd, batch, c_in, c_out, spatial, kernel, stride, padding, dilation, groups = case
     monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
     n = 1 if batch is None else batch
@@ -593,23 +642,28 @@ def test_grouped_small_path_matches_torch(case, layout, backend, dtype, torch, r
         layout_name = CHANNELS_FIRST[nd]
     assert np.isnan(expected).any() and np.isfinite(expected).any()
     seen = _record_paths(monkeypatch)
+    modes = _record_input_modes(monkeypatch, backend)
     # numba: both block shapes; cython: every C build, and for channels-first output the
-    # default rule (direct stores, K < 200 but in one case) and row tiles for every K
+    # default rule (direct stores, K < 200 but in one case) and row tiles for every K;
+    # channels-first: both input modes
     wide_shapes = [False, True] if backend == "numba" else [None]
     first_tile_mins = [_conv_plan.FIRST_TILE_MIN_REDUCTION]
     if layout == "first" and backend == "cython":
         first_tile_mins.append(0)
+    input_modes = INPUT_MODES if layout == "first" else INPUT_MODES[:1]
     for wide in wide_shapes:
         if wide is not None:
             monkeypatch.setattr(pytest.importorskip("fastdl._numba.conv"), "SMALL_WIDE", wide)
         for _ in _each_c_build(backend):
-            for first_tile_min in first_tile_mins:
+            for first_tile_min, input_mode in itertools.product(first_tile_mins, input_modes):
                 monkeypatch.setattr(_conv_plan, "FIRST_TILE_MIN_REDUCTION", first_tile_min)
+                _steer_input(monkeypatch, input_mode)
                 got = getattr(fastdl, f"conv{nd}d")(
                     x.astype(dtype), w.astype(dtype), b.astype(dtype), stride=stride,
                     padding=padding, dilation=dilation, groups=groups, layout=layout_name,
                     backend=backend)
                 assert got.dtype == dtype and got.flags.c_contiguous
                 assert_close(got, expected, dtype)
+                assert modes.pop() == input_mode
     if backend != "numpy":
         assert set(seen) == {_conv_plan.SMALL}, f"kernel took path {seen}, expected SMALL"

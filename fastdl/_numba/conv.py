@@ -1,7 +1,9 @@
 """Numba conv kernels: channels-last, the same algorithms as kernels/conv.pyx (SMALL,
 DEPTHWISE, DIRECT, SHIFTED, IM2COL; see fastdl/_conv_plan.py).
 
-The SMALL path can also write channels-first output (``channels_first_out``): each
+The SMALL path can also read channels-first input (``channels_first_in``: its reduction
+offsets and pixel step are then in channel planes) and write channels-first output
+(``channels_first_out``): each
 output row is computed channels-last, a tile of pixels at a time (_conv_plan's
 first_tile_pixels), into a per-thread L1-sized buffer and transposed out 8 x 8 at a time
 (``_transpose``, also behind to_channels_last / to_channels_first). Its register block
@@ -471,10 +473,11 @@ def _transpose(src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols):
 
 
 @njit_parallel
-def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threads):
+def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, tile_w, wide, threads):
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
-    pixel_step = sw * in_c
+    in_pixel, in_channel = in_steps  # of the input: channels-last or channels-first
+    pixel_step = sw * in_pixel
     plane = out_d * out_h * out_w
     rows = n_batch * out_d * out_h
     o_per_group = out_c // groups
@@ -495,7 +498,7 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threa
             n = row // (out_d * out_h)
             od = (row // out_h) % out_d
             oh = row % out_h
-            x_row = ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c
+            x_row = n * in_d * in_h * in_w * in_c + (od * sd * in_h + oh * sh) * in_w * in_pixel
             if not channels_first:
                 tile_w = out_w
             out_row = n * out_c * plane + (row - n * out_d * out_h) * out_w
@@ -510,13 +513,13 @@ def _conv_small(x, w, bias, out, koff, dims, channels_first, tile_w, wide, threa
                 # time, 16 -> 30 s)
                 if wide:
                     for g in range(groups):
-                        _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile + g * c_per_group,
-                                   pixel_step, dst_row, pixels, out_c, g * o_per_group,
+                        _small_row(x, w, bias, w_pad, b_pad, dst, koff,
+                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row, pixels, out_c, g * o_per_group,
                                    o_per_group, g, _WIDE_PIXELS, _WIDE_CHUNK)
                 else:
                     for g in range(groups):
-                        _small_row(x, w, bias, w_pad, b_pad, dst, koff, x_tile + g * c_per_group,
-                                   pixel_step, dst_row, pixels, out_c, g * o_per_group,
+                        _small_row(x, w, bias, w_pad, b_pad, dst, koff,
+                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row, pixels, out_c, g * o_per_group,
                                    o_per_group, g, _NARROW_PIXELS, _NARROW_CHUNK)
                 if channels_first:
                     _transpose(buf, 0, out_c, out, out_row + p0, plane, pixels, out_c)
@@ -708,17 +711,25 @@ def _conv_depthwise(x, w, bias, out, toff, dims, threads):
                        row * out_w * out_c, out_w, out_c, sw * in_c, toff)
 
 
-def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
+def _channels_last_shape(shape):
+    """(N, C, D, H, W) -> (N, D, H, W, C)."""
+    return shape[:1] + shape[2:] + shape[1:2]
+
+
+def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False,
+               channels_first_in=False):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
-    channels_first_out: out is (N, C_out, D, H, W) instead (SMALL path only, see conv.py)."""
+    channels_first_out: out is (N, C_out, D, H, W) instead; channels_first_in: xp is
+    (N, C_in, D, H, W) (SMALL path only for both, see conv.py)."""
     # the plan and the kernels' dims take the channels-last shape (N, D, H, W, C)
-    shape = (out.shape[:1] + out.shape[2:] + out.shape[1:2]) if channels_first_out else out.shape
+    shape = _channels_last_shape(out.shape) if channels_first_out else out.shape
+    x_shape = _channels_last_shape(xp.shape) if channels_first_in else xp.shape
     path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w.shape, stride, groups,
                                                              num_threads, out.itemsize)
-    if channels_first_out and path != _conv_plan.SMALL:
-        raise ValueError("channels_first_out: only the SMALL path writes channels-first "
-                         "output")
-    dims = xp.shape + shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
+    if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
+        raise ValueError("channels-first input or output: only the SMALL path reads or "
+                         "writes that layout")
+    dims = x_shape + shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
         run_parallel(_conv_direct, threads, *flat, threads)
@@ -728,11 +739,12 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         run_parallel(_conv_depthwise, threads, *flat[:4], toff, dims, threads)
         return
     if path == _conv_plan.SMALL:
-        koff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
+        koff = _conv_plan.reduction_offsets(x_shape, w.shape, dilation, channels_first_in)
+        in_steps = _conv_plan.input_steps(x_shape, channels_first_in)
         wide = SMALL_WIDE and out.dtype == np.float32
         tile_w = _conv_plan.first_tile_pixels(shape[3], shape[4], out.itemsize)
-        run_parallel(_conv_small, threads, *flat[:4], koff, dims, channels_first_out, tile_w,
-                     wide, threads)
+        run_parallel(_conv_small, threads, *flat[:4], koff, dims, in_steps, channels_first_out,
+                     tile_w, wide, threads)
         return
     _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col

@@ -3,10 +3,14 @@
 import numpy as np
 
 
-def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False):
+def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False,
+               channels_first_in=False):
     """Same contract as the compiled kernels; ``num_threads`` is ignored."""
-    if channels_first_out:  # out is (N, C_out, D, H, W): work on its channels-last view
+    # channels-first arrays are (N, C, D, H, W): work on their channels-last views
+    if channels_first_out:
         out = np.moveaxis(out, 1, -1)
+    if channels_first_in:
+        xp = np.moveaxis(xp, 1, -1)
     n_batch, out_d, out_h, out_w, out_c = out.shape
     k_d, k_h, k_w, c_per_group, _ = w.shape
     o_per_group = out_c // groups
