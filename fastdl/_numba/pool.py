@@ -55,7 +55,11 @@ def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
                         lo, hi = max(w0, 0), min(w0 + kw, in_w)
                         cell = dst[ow * channels:(ow + 1) * channels]
                         if ih == h_lo:
-                            cell[:] = src[lo * channels:(lo + 1) * channels]
+                            # a loop, not cell[:] = ...: numba's slice assignment checks
+                            # for overlap first (16x16x8 max pool, one thread: 2.6 -> 1.5 us)
+                            first = src[lo * channels:(lo + 1) * channels]
+                            for c in range(channels):
+                                cell[c] = first[c]
                             lo += 1
                         for iw in range(lo, hi):
                             pixel = src[iw * channels:(iw + 1) * channels]
