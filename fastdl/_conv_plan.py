@@ -115,6 +115,12 @@ def takes_small_path(reduction, out_c, groups):
     return SMALL_MIN_OUT_PER_GROUP <= o_per_group <= SMALL_MAX_OUT
 
 
+def takes_depthwise_path(c_per_group, out_c, groups):
+    """Whether a conv (not on the SMALL path) takes the DEPTHWISE path, the one path that
+    can skip padded taps instead of reading a zero-padded copy (see conv.py)."""
+    return c_per_group == 1 and out_c == groups and groups >= DEPTHWISE_MIN_CHANNELS
+
+
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     """Return (path, threads, tile_rows, limit_blas) for one conv call; limit_blas says
     whether BLAS must be held to one thread around the kernel."""
@@ -127,7 +133,7 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     threads = 1 if tiny else max(1, num_threads)
     if takes_small_path(c_per_group * taps, out_c, groups):
         path = SMALL
-    elif c_per_group == 1 and o_per_group == 1 and groups >= DEPTHWISE_MIN_CHANNELS:
+    elif takes_depthwise_path(c_per_group, out_c, groups):
         path = DEPTHWISE
     elif o_per_group < GEMM_MIN_OUT_PER_GROUP or c_per_group * taps < GEMM_MIN_REDUCTION:
         path = DIRECT

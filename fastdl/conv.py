@@ -55,13 +55,20 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     dtype, out_channels, out_spatial = geometry.dtype, geometry.out_channels, geometry.out_spatial
     n = spec.x.shape[0]
     unit = (1,) * (3 - nd)
+    padded = geometry.interior is not None
+    small = _conv_plan.takes_small_path(math.prod(spec.weight.shape[:-1]), out_channels,
+                                        geometry.groups)
     # Channels-first output: the SMALL kernel writes it directly; the other paths compute
     # channels-last and transpose (their GEMM tiles are channels-last by construction).
-    write_first = geometry.channels_first and _conv_plan.takes_small_path(
-        math.prod(spec.weight.shape[:-1]), out_channels, geometry.groups)
+    write_first = geometry.channels_first and small
     # ... and with few input channels it reads the channels-first input as it is, too
-    read_first = write_first and _conv_plan.reads_channels_first(
-        spec.x.shape[-1], geometry.interior is not None)
+    read_first = write_first and _conv_plan.reads_channels_first(spec.x.shape[-1], padded)
+    w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
+    # The DEPTHWISE kernel skips the taps in the padding instead of reading a zero-padded
+    # copy, when that gives the same sums: every weight finite (a zero times an infinite
+    # weight is NaN, and padding is IEEE zeros, see the README).
+    pad_in_kernel = (padded and not small and n > 0 and _conv_plan.takes_depthwise_path(
+        w.shape[3], out_channels, geometry.groups) and bool(np.isfinite(w).all()))
     if write_first:
         out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
     else:
@@ -72,33 +79,38 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     else:
         result = out.reshape((n,) + out_spatial + (out_channels,))
     if n:
-        xp = _kernel_input(module, spec, nd, read_first)
-        w = _to_3d(np.ascontiguousarray(spec.weight, dtype=dtype), nd, 0)
+        xp = _kernel_input(module, spec, nd, read_first, padded and not pad_in_kernel)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
+        kernel_pads = (0,) * (3 - nd) + tuple(lo for lo, _ in geometry.pads)
+        if not pad_in_kernel:
+            kernel_pads = (0, 0, 0)
         module.conv_ndhwc(xp, w, b, out, unit + geometry.stride, unit + geometry.dilation,
-                          geometry.groups, get_num_threads(), write_first, read_first)
+                          geometry.groups, get_num_threads(), write_first, read_first,
+                          kernel_pads)
         if geometry.channels_first and not write_first:
             module.to_channels_first(out.reshape(n, -1, out_channels),
                                      result.reshape(n, out_channels, -1), threads_for(out.size))
     return result if geometry.batched else result[0]
 
 
-def _kernel_input(module, spec, nd, read_first):
-    """The one copy of x the kernel reads: zero-padded, C-contiguous (N, D, H, W, C) in
-    the compute dtype. spec.x is channels-last (a view, for channels-first calls, of the
-    caller's array), which NumPy copies; channels-first data goes through the backend's
-    cache-blocked transpose instead of NumPy's plane-strided copy. read_first: the
-    channels-first input itself, (N, C, D, H, W): no copy at all when it is unpadded,
-    C-contiguous and in the compute dtype already; else a (padded) copy in that layout."""
+def _kernel_input(module, spec, nd, read_first, padded):
+    """The one copy of x the kernel reads: C-contiguous (N, D, H, W, C) in the compute
+    dtype, zero-padded unless not ``padded``. spec.x is channels-last (a view, for
+    channels-first calls, of the caller's array), which NumPy copies; channels-first data
+    goes through the backend's cache-blocked transpose instead of NumPy's plane-strided
+    copy. read_first: the channels-first input itself, (N, C, D, H, W): no copy at all
+    when it is unpadded, C-contiguous and in the compute dtype already; else a (padded)
+    copy in that layout."""
     geometry = spec.geometry
+    interior = geometry.interior if padded else None
     if not geometry.channels_first:
-        return _to_3d(_checks.padded_copy(spec.x, geometry.padded_shape, geometry.interior,
-                                          geometry.dtype), nd, 1)
+        padded_shape = geometry.padded_shape if padded else spec.x.shape
+        return _to_3d(_checks.padded_copy(spec.x, padded_shape, interior, geometry.dtype), nd, 1)
     x_caller = np.moveaxis(spec.x, -1, 1)
-    pads = ((0, 0),) * (3 - nd) + geometry.pads
+    pads = ((0, 0),) * (3 - nd) + (geometry.pads if padded else ((0, 0),) * nd)
     if read_first:  # the channels-first twins of the channels-last shape and index
         n, *spatial, channels = geometry.padded_shape
-        interior = geometry.interior and (slice(None),) + geometry.interior
+        interior = interior and (slice(None),) + interior
         return _to_3d(_checks.padded_copy(x_caller, (n, channels, *spatial), interior,
                                           geometry.dtype), nd, 2)
     x_first = _to_3d(np.ascontiguousarray(x_caller, dtype=geometry.dtype), nd, 2)

@@ -27,11 +27,13 @@ cdef extern from "conv_small.h" nogil:
     void fastdl_conv_depthwise_row_f32(int isa, const float* x_row, const float* w,
                                        const float* bias, float* out_row, Py_ssize_t out_w,
                                        Py_ssize_t channels, Py_ssize_t pixel_step,
-                                       const Py_ssize_t* toff, Py_ssize_t taps)
+                                       const Py_ssize_t* toff, const Py_ssize_t* wtap,
+                                       Py_ssize_t taps)
     void fastdl_conv_depthwise_row_f64(int isa, const double* x_row, const double* w,
                                        const double* bias, double* out_row, Py_ssize_t out_w,
                                        Py_ssize_t channels, Py_ssize_t pixel_step,
-                                       const Py_ssize_t* toff, Py_ssize_t taps)
+                                       const Py_ssize_t* toff, const Py_ssize_t* wtap,
+                                       Py_ssize_t taps)
     void fastdl_transpose_f32(int isa, const float* src, Py_ssize_t src_stride, float* dst,
                               Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols)
     void fastdl_transpose_f64(int isa, const double* src, Py_ssize_t src_stride, double* dst,
@@ -121,14 +123,70 @@ cdef inline void _small_row(int isa, const real* x_row, const real* w, const rea
 cdef inline void _depthwise_row(int isa, const real* x_row, const real* w, const real* bias,
                                 real* out_row, Py_ssize_t out_w, Py_ssize_t channels,
                                 Py_ssize_t pixel_step, const Py_ssize_t* toff,
-                                Py_ssize_t taps) noexcept nogil:
+                                const Py_ssize_t* wtap, Py_ssize_t taps) noexcept nogil:
     """kernels/conv_small.h's depthwise row kernel for this dtype."""
     if real is float:
         fastdl_conv_depthwise_row_f32(isa, x_row, w, bias, out_row, out_w, channels,
-                                      pixel_step, toff, taps)
+                                      pixel_step, toff, wtap, taps)
     else:
         fastdl_conv_depthwise_row_f64(isa, x_row, w, bias, out_row, out_w, channels,
-                                      pixel_step, toff, taps)
+                                      pixel_step, toff, wtap, taps)
+
+
+cdef inline void _depthwise_image_row(int isa, const real* x_img, const real* w,
+                                      const real* bias, real* out_row, Py_ssize_t* lists,
+                                      Py_ssize_t od, Py_ssize_t oh, Py_ssize_t in_d,
+                                      Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t channels,
+                                      Py_ssize_t out_w, Py_ssize_t k_d, Py_ssize_t k_h,
+                                      Py_ssize_t k_w, Py_ssize_t sd, Py_ssize_t sh,
+                                      Py_ssize_t sw, Py_ssize_t dd, Py_ssize_t dh,
+                                      Py_ssize_t dw, Py_ssize_t pd, Py_ssize_t ph,
+                                      Py_ssize_t pw) noexcept nogil:
+    """DEPTHWISE path: output row (od, oh) of the image at x_img (N, D, H, W, C without
+    its zero padding pd, ph, pw), skipping the taps that fall in the padding. lists: room
+    for 4 * taps offsets (the row's taps, then one edge pixel's). The columns whose taps
+    all lie inside the row go through the row kernel in one call; each edge column gets
+    its own list."""
+    cdef Py_ssize_t taps = k_d * k_h * k_w
+    cdef Py_ssize_t* toff = lists
+    cdef Py_ssize_t* wtap = lists + taps
+    cdef Py_ssize_t* pixel_toff = lists + 2 * taps
+    cdef Py_ssize_t* pixel_wtap = lists + 3 * taps
+    cdef Py_ssize_t kd, kh, kw, i_d, i_h, i_w, t, n_taps = 0, pixel_taps, ow, ow_lo, ow_hi, last
+    # the row's taps whose input row exists, every kw; offsets from the row's first pixel
+    for kd in range(k_d):
+        i_d = od * sd - pd + kd * dd
+        if i_d < 0 or i_d >= in_d:
+            continue
+        for kh in range(k_h):
+            i_h = oh * sh - ph + kh * dh
+            if i_h < 0 or i_h >= in_h:
+                continue
+            for kw in range(k_w):
+                toff[n_taps] = ((i_d * in_h + i_h) * in_w + kw * dw) * channels
+                wtap[n_taps] = (kd * k_h + kh) * k_w + kw
+                n_taps += 1
+    # interior columns ow_lo .. ow_hi: ow * sw - pw >= 0 and the last tap's column < in_w
+    ow_lo = min(out_w, (pw + sw - 1) // sw)
+    last = in_w - 1 + pw - (k_w - 1) * dw  # (ow * sw <= last; may be negative)
+    ow_hi = ow_lo if last < 0 else max(ow_lo, min(out_w, last // sw + 1))
+    if ow_hi > ow_lo:
+        _depthwise_row(isa, x_img + (ow_lo * sw - pw) * channels, w, bias,
+                       out_row + ow_lo * channels, ow_hi - ow_lo, channels, sw * channels,
+                       toff, wtap, n_taps)
+    # edge columns, one pixel each, offsets from the image's first element
+    for ow in range(out_w):
+        if ow_lo <= ow < ow_hi:
+            continue
+        pixel_taps = 0
+        for t in range(n_taps):
+            i_w = ow * sw - pw + (wtap[t] % k_w) * dw
+            if 0 <= i_w < in_w:
+                pixel_toff[pixel_taps] = toff[t] + (ow * sw - pw) * channels
+                pixel_wtap[pixel_taps] = wtap[t]
+                pixel_taps += 1
+        _depthwise_row(isa, x_img, w, bias, out_row + ow * channels, 1, channels, 0,
+                       pixel_toff, pixel_wtap, pixel_taps)
 
 
 cdef inline void _transpose(int isa, const real* src, Py_ssize_t src_stride, real* dst,
@@ -282,13 +340,18 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                const real[::1] bias not None,
                real[:, :, :, :, ::1] out not None,
                tuple stride, tuple dilation, Py_ssize_t groups, int num_threads,
-               bint channels_first_out=False, bint channels_first_in=False):
-    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
-    channels_first_out: out is (N, C_out, D, H, W) instead, written by the SMALL kernel
-    directly; channels_first_in: xp is (N, C_in, D, H, W), read by the SMALL kernel
-    directly (SMALL path only, see conv.py; ValueError on any other path)."""
+               bint channels_first_out=False, bint channels_first_in=False,
+               tuple pads=(0, 0, 0)):
+    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded,
+    but by pads = (front, top, left) on the DEPTHWISE path, whose kernel skips the taps
+    in that padding (ValueError on another path; the back, bottom and right padding
+    follow from out's shape). channels_first_out: out is (N, C_out, D, H, W) instead,
+    written by the SMALL kernel directly; channels_first_in: xp is (N, C_in, D, H, W),
+    read by the SMALL kernel directly (SMALL path only, see conv.py; ValueError on any
+    other path)."""
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
+    cdef Py_ssize_t pd = pads[0], ph = pads[1], pw = pads[2]
     # channels-first arrays are (N, C, D, H, W): read their sizes in channels-last order
     cdef int c_axis = 1 if channels_first_out else 4
     cdef int d_axis = 2 if channels_first_out else 1
@@ -315,6 +378,8 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
     if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
         raise ValueError("channels-first input or output is only supported on the SMALL path")
+    if (pd or ph or pw) and path != _conv_plan.DEPTHWISE:
+        raise ValueError("padding in the kernel is only supported on the DEPTHWISE path")
 
     cdef const Py_ssize_t[::1] koff
     cdef const Py_ssize_t* koff_ptr
@@ -322,6 +387,9 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef real* out_row
     cdef Py_ssize_t pix_stride, chan_stride, tile_w, o_per_group, g
     cdef Py_ssize_t in_pixel, in_channel, pixel_step
+    cdef Py_ssize_t[:, ::1] tap_lists
+    cdef Py_ssize_t* lists_ptr
+    cdef Py_ssize_t* lists
     cdef real[:, ::1] first_tiles
     cdef real* tiles_ptr
     cdef int isa
@@ -389,19 +457,21 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
         return
 
     if path == _conv_plan.DEPTHWISE:
-        # c_per_group is 1: the reduction offsets are one per tap
-        koff = _conv_plan.reduction_offsets((n_batch, in_d, in_h, in_w, in_c),
-                                            (k_d, k_h, k_w, c_per_group, out_c), dilation)
-        koff_ptr = &koff[0]
+        # One task per output row (n, od, oh): each thread writes only its own rows, with
+        # its own tap lists (c_per_group is 1: one reduction element per tap).
         isa = _small_isa
-        # One task per output row (n, od, oh): each thread writes only its own rows.
-        for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
-            n = row // (out_d * out_h)
-            od = (row // out_h) % out_d
-            oh = row % out_h
-            _depthwise_row(isa, xp_ptr + ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
-                           w_ptr, b_ptr, out_ptr + row * out_w * out_c, out_w, out_c,
-                           sw * in_c, koff_ptr, k_total)
+        tap_lists = np.empty((threads, 4 * k_total), dtype=np.intp)
+        lists_ptr = &tap_lists[0, 0]
+        with nogil, parallel(num_threads=threads):
+            lists = lists_ptr + threadid() * 4 * k_total
+            for row in prange(rows, schedule="static"):
+                n = row // (out_d * out_h)
+                od = (row // out_h) % out_d
+                oh = row % out_h
+                _depthwise_image_row(isa, xp_ptr + n * in_d * in_h * in_w * in_c, w_ptr, b_ptr,
+                                     out_ptr + row * out_w * out_c, lists, od, oh, in_d, in_h,
+                                     in_w, in_c, out_w, k_d, k_h, k_w, sd, sh, sw, dd, dh, dw,
+                                     pd, ph, pw)
         return
 
     if path == _conv_plan.DIRECT:

@@ -257,10 +257,11 @@ FASTDL_TRANSPOSE_DISPATCH(double, f64)
     static void fastdl_conv_depthwise_row_##SUFFIX(                                           \
         int isa, const REAL* x_row, const REAL* w, const REAL* bias, REAL* out_row,           \
         ptrdiff_t out_w, ptrdiff_t channels, ptrdiff_t pixel_step, const ptrdiff_t* toff,     \
-        ptrdiff_t taps)                                                                       \
+        const ptrdiff_t* wtap, ptrdiff_t taps)                                                \
     {                                                                                         \
         FASTDL_CALL_BUILD(fastdl_conv_depthwise_row_##SUFFIX,                                 \
-                          (x_row, w, bias, out_row, out_w, channels, pixel_step, toff, taps)) \
+                          (x_row, w, bias, out_row, out_w, channels, pixel_step, toff, wtap,  \
+                           taps))                                                             \
     }
 FASTDL_DEPTHWISE_DISPATCH(float, f32)
 FASTDL_DEPTHWISE_DISPATCH(double, f64)

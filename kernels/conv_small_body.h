@@ -188,8 +188,10 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
  * so the reduction runs over the taps alone and the vectors run along the channels: P
  * pixels x NB vectors of channels stay in registers over the taps, each multiply-add
  * reading an input vector and a weight vector (no broadcast, unlike ROW_FN). Output
- * channels-last; (pixel p, channel c) at out_row[p * channels + c]; toff[t]: offset of
- * tap t from a pixel's first input element; w: taps x channels. */
+ * channels-last; (pixel p, channel c) at out_row[p * channels + c]. The taps are a list
+ * (the ones a row or pixel reads, padding skipped): toff[t], the offset of the t-th from
+ * a pixel's first input element, and wtap[t], its row of the (all taps x channels)
+ * weights. */
 #define DW_BODY(P, NB, V, L)                                                               \
     do {                                                                               \
         const REAL* x_pix = x_row + ow * pixel_step + c;                               \
@@ -200,7 +202,7 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
         }                                                                              \
         for (ptrdiff_t t = 0; t < taps; t++) {                                         \
             V wv[NB];                                                                  \
-            for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, w + t * channels + c + b * L); \
+            for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, w + wtap[t] * channels + c + b * L); \
             const REAL* xt = x_pix + toff[t];                                          \
             for (int p = 0; p < P; p++)                                                \
                 for (int b = 0; b < NB; b++)                                           \
@@ -246,7 +248,8 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
  * against ...). The last block is moved back to end at the row's end, as in ROW_FN. */
 TARGET static void DEPTHWISE_FN(const REAL* x_row, const REAL* w, const REAL* bias,
                                 REAL* out_row, ptrdiff_t out_w, ptrdiff_t channels,
-                                ptrdiff_t pixel_step, const ptrdiff_t* toff, ptrdiff_t taps)
+                                ptrdiff_t pixel_step, const ptrdiff_t* toff,
+                                const ptrdiff_t* wtap, ptrdiff_t taps)
 {
     if (out_w >= DW_P) {
         for (ptrdiff_t ow = 0;; ow += DW_P) {

@@ -85,18 +85,30 @@ def _steer_input(monkeypatch, mode):
     monkeypatch.setattr(_conv_plan, "FIRST_INPUT_PADDED_MAX_CHANNELS", limit)
 
 
-def _record_input_modes(monkeypatch, backend):
-    """A list that gets, for every conv kernel call from now on, the mode of its input
-    ("direct": channels-first, "transposed": channels-last)."""
+def _record_kernel_calls(monkeypatch, backend, describe):
+    """A list that gets describe(arguments) of every conv kernel call from now on."""
     module = kernels("conv", backend)
     real_kernel, seen = module.conv_ndhwc, []
 
     def spy(*args):
-        seen.append("direct" if len(args) > 9 and args[9] else "transposed")
+        seen.append(describe(args))
         return real_kernel(*args)
 
     monkeypatch.setattr(module, "conv_ndhwc", spy)
     return seen
+
+
+def _record_input_modes(monkeypatch, backend):
+    """A list that gets, for every conv kernel call from now on, the mode of its input
+    ("direct": channels-first, "transposed": channels-last)."""
+    return _record_kernel_calls(monkeypatch, backend,
+                                lambda args: "direct" if args[9] else "transposed")
+
+
+def _record_kernel_padding(monkeypatch, backend):
+    """A list that gets, for every conv kernel call from now on, whether the kernel pads
+    (skips padded taps: the DEPTHWISE path) rather than reading a zero-padded copy."""
+    return _record_kernel_calls(monkeypatch, backend, lambda args: any(args[10]))
 
 
 def _each_c_build(backend):
@@ -537,6 +549,15 @@ DEPTHWISE_CASES = [
     (1, 1, 4, (30,), (3,), 3, 1, 2),
     (3, 1, 2, (4, 5, 9), (3, 3, 3), 1, 1, 1),
     (3, 1, 12, (3, 6, 6), (3, 1, 3), (1, 2, 1), (1, 0, 1), 1),
+    # padding in the kernel: windows wholly in the padding, even "same" kernels (more
+    # padding after than before), rows whose every pixel is an edge pixel, wide rows
+    (2, 1, 16, (5, 6), (2, 2), 1, 3, 1),
+    (2, 2, 19, (7, 9), (4, 4), 1, "same", 1),
+    (2, 1, 8, (4, 2), (5, 5), 1, 2, 1),
+    (2, 1, 24, (6, 2), (3, 5), 2, (1, 4), (1, 2)),
+    (2, 1, 32, (3, 37), (3, 3), 2, 1, 1),
+    (1, 1, 16, (3,), (7,), 1, 3, 1),
+    (3, 1, 16, (3, 4, 11), (3, 3, 3), (2, 1, 1), (2, 1, 2), 1),
 ]
 
 
@@ -559,6 +580,7 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
     if batch is None:
         x, expected = x[0], expected[0]
     seen = _record_paths(monkeypatch)
+    kernel_pads = _record_kernel_padding(monkeypatch, backend)
     layout_name = CHANNELS_FIRST[nd] if layout == "first" else CHANNELS_LAST[nd]
     for _ in _each_c_build(backend):
         got = getattr(fastdl, f"conv{nd}d")(
@@ -567,9 +589,39 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
             backend=backend)
         assert got.dtype == dtype
         assert_close(got, expected, dtype)
+    # every weight is finite: the kernel skips the padded taps (no padded copy)
+    padded = padding == "same" or np.any(np.asarray(padding) != 0)
+    assert set(kernel_pads) == {padded and channels > 1}
     if backend != "numpy":
         want = _conv_plan.SMALL if channels == 1 else _conv_plan.DEPTHWISE
         assert set(seen) == {want}, f"kernel took path {seen}, expected {want}"
+
+
+@pytest.mark.parametrize("case", [c for c in DEPTHWISE_CASES if c[6] != 0 and c[2] > 1],
+                         ids=lambda c: f"{c[0]}d-c{c[2]}-w{c[3][-1]}-k{c[4]}-s{c[5]}-p{c[6]}-d{c[7]}")
+def test_depthwise_with_infinite_weights_reads_zero_padding(case, backend, dtype, torch, rng,
+                                                            monkeypatch):
+    """With an infinite weight the DEPTHWISE path reads a zero-padded copy (a padded cell
+    times it is NaN, as in PyTorch's float64 conv) instead of skipping padded taps."""
+    nd, batch, channels, spatial, kernel, stride, padding, dilation = case
+    monkeypatch.setattr(_conv_plan, "SERIAL_MACS", 0)
+    n = 1 if batch is None else batch
+    x = rng.standard_normal((n,) + spatial + (channels,))
+    w = rng.standard_normal(kernel + (1, channels))
+    w.flat[0] = np.inf  # the first tap of channel 0
+    w.flat[-1] = -np.inf  # the last tap of the last channel
+    b = rng.standard_normal(channels)
+    expected = _torch_conv(torch, nd, x, w, b, stride, padding, dilation, channels)
+    assert np.isnan(expected).any()  # where the infinite tap meets the padding
+    if batch is None:
+        x, expected = x[0], expected[0]
+    kernel_pads = _record_kernel_padding(monkeypatch, backend)
+    with np.errstate(invalid="ignore"):
+        got = getattr(fastdl, f"conv{nd}d")(x.astype(dtype), w.astype(dtype), b.astype(dtype),
+                                            stride=stride, padding=padding, dilation=dilation,
+                                            groups=channels, backend=backend)
+    assert_close(got, expected, dtype)
+    assert kernel_pads == [False]
 
 
 @pytest.mark.parametrize("path", sorted(PATHS) + ["depthwise"])

@@ -651,64 +651,121 @@ _DW_PIXELS = 4
 
 
 @njit_serial(inline="always")
-def _depthwise_block(x, w, bias, out, toff, x_pix, pixel_step, out_pix, channels, c0):
+def _depthwise_block(x, w, bias, out, toff, wtap, n_taps, x_pix, pixel_step, out_pix,
+                     channels, c0, valid):
+    """`valid` (1 .. _DW_PIXELS) pixels x _NARROW_CHUNK channels from c0. The block always
+    computes _DW_PIXELS pixels, the ones past `valid` repeating the last valid one, and
+    stores the valid ones: with fewer pixels the pixel loop no longer is the inner one
+    LLVM unrolls, and it leaves the channel loop scalar (one-pixel blocks: 2 leftover
+    pixels of each 54-pixel row of 8x56x56x64 took 0.15 ms more on 2 threads)."""
     chunk = _NARROW_CHUNK
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
     for o in range(chunk):
         v = bias[c0 + o]
         for p in range(_DW_PIXELS):
             acc[p * chunk + o] = v
-    for t in range(toff.shape[0]):
+    for t in range(n_taps):
         xt = x_pix + toff[t] + c0
-        wt = t * channels + c0
+        wt = wtap[t] * channels + c0
         for o in range(chunk):
             wv = w[_u(wt + o)]
             for p in range(_DW_PIXELS):
-                acc[p * chunk + o] += x[_u(xt + p * pixel_step + o)] * wv
+                acc[p * chunk + o] += x[_u(xt + min(p, valid - 1) * pixel_step + o)] * wv
     for p in range(_DW_PIXELS):
-        for o in range(chunk):
-            out[_u(out_pix + p * channels + c0 + o)] = acc[p * chunk + o]
+        if p < valid:
+            for o in range(chunk):
+                out[_u(out_pix + p * channels + c0 + o)] = acc[p * chunk + o]
 
 
 @njit_serial
 def _depthwise_plain(x, w, bias, out, x_row, out_row, ow0, ow1, c0, c1, channels,
-                     pixel_step, toff):
+                     pixel_step, toff, wtap, n_taps):
     """Pixels ow0..ow1-1, channels c0..c1-1 of a depthwise output row, one at a time."""
     for ow in range(ow0, ow1):
         o = out_row + ow * channels
         xb = x_row + ow * pixel_step
         for c in range(c0, c1):
             v = bias[c]
-            for t in range(toff.shape[0]):
-                v += x[_u(xb + toff[t] + c)] * w[_u(t * channels + c)]
+            for t in range(n_taps):
+                v += x[_u(xb + toff[t] + c)] * w[_u(wtap[t] * channels + c)]
             out[_u(o + c)] = v
 
 
 @njit_serial
-def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step, toff):
-    blocked_w = out_w - out_w % _DW_PIXELS
+def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step, toff, wtap,
+                   n_taps):
+    """out_w pixels from out_row over the n_taps taps listed (toff: input offsets from a
+    pixel's first element, wtap: weight rows; see kernels/conv_small_body.h)."""
     blocked_c = channels - channels % _NARROW_CHUNK
-    for ow in range(0, blocked_w, _DW_PIXELS):
+    for ow in range(0, out_w, _DW_PIXELS):
         for c0 in range(0, blocked_c, _NARROW_CHUNK):
-            _depthwise_block(x, w, bias, out, toff, x_row + ow * pixel_step, pixel_step,
-                             out_row + ow * channels, channels, c0)
-    _depthwise_plain(x, w, bias, out, x_row, out_row, 0, blocked_w, blocked_c, channels,
-                     channels, pixel_step, toff)
-    _depthwise_plain(x, w, bias, out, x_row, out_row, blocked_w, out_w, 0, channels,
-                     channels, pixel_step, toff)
+            _depthwise_block(x, w, bias, out, toff, wtap, n_taps, x_row + ow * pixel_step,
+                             pixel_step, out_row + ow * channels, channels, c0,
+                             min(_DW_PIXELS, out_w - ow))
+    _depthwise_plain(x, w, bias, out, x_row, out_row, 0, out_w, blocked_c, channels,
+                     channels, pixel_step, toff, wtap, n_taps)
+
+
+@njit_serial
+def _depthwise_image_row(x, w, bias, out, lists, x_img, out_row, od, oh, dims, pads):
+    """Output row (od, oh) of the image that starts at x_img (unpadded: the taps in the
+    padding pads = (front, top, left) are skipped), as kernels/conv.pyx's
+    _depthwise_image_row: the columns whose taps all lie in the row in one call, each edge
+    column with its own tap list. lists: room for 4 * taps offsets."""
+    (n_batch, in_d, in_h, in_w, channels, out_d, out_h, out_w, out_c,
+     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
+    pd, ph, pw = pads
+    taps = k_d * k_h * k_w
+    toff, wtap = lists[:taps], lists[taps:2 * taps]
+    pixel_toff, pixel_wtap = lists[2 * taps:3 * taps], lists[3 * taps:]
+    n_taps = 0
+    for kd in range(k_d):
+        i_d = od * sd - pd + kd * dd
+        if i_d < 0 or i_d >= in_d:
+            continue
+        for kh in range(k_h):
+            i_h = oh * sh - ph + kh * dh
+            if i_h < 0 or i_h >= in_h:
+                continue
+            for kw in range(k_w):
+                toff[n_taps] = ((i_d * in_h + i_h) * in_w + kw * dw) * channels
+                wtap[n_taps] = (kd * k_h + kh) * k_w + kw
+                n_taps += 1
+    ow_lo = min(out_w, (pw + sw - 1) // sw)
+    last = in_w - 1 + pw - (k_w - 1) * dw
+    ow_hi = ow_lo if last < 0 else max(ow_lo, min(out_w, last // sw + 1))
+    if ow_hi > ow_lo:
+        _depthwise_row(x, w, bias, out, x_img + (ow_lo * sw - pw) * channels,
+                       out_row + ow_lo * channels, ow_hi - ow_lo, channels, sw * channels,
+                       toff, wtap, n_taps)
+    for ow in range(out_w):
+        if ow_lo <= ow < ow_hi:
+            continue
+        pixel_taps = 0
+        for t in range(n_taps):
+            i_w = ow * sw - pw + (wtap[t] % k_w) * dw
+            if 0 <= i_w < in_w:
+                pixel_toff[pixel_taps] = toff[t] + (ow * sw - pw) * channels
+                pixel_wtap[pixel_taps] = wtap[t]
+                pixel_taps += 1
+        _depthwise_row(x, w, bias, out, x_img, out_row + ow * channels, 1, channels, 0,
+                       pixel_toff, pixel_wtap, pixel_taps)
 
 
 @njit_parallel
-def _conv_depthwise(x, w, bias, out, toff, dims, threads):
+def _conv_depthwise(x, w, bias, out, dims, pads, threads):
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
-    # One task per output row (n, od, oh): each thread writes only its own rows.
-    for row in prange(n_batch * out_d * out_h):
-        n = row // (out_d * out_h)
-        od = (row // out_h) % out_d
-        oh = row % out_h
-        _depthwise_row(x, w, bias, out, ((n * in_d + od * sd) * in_h + oh * sh) * in_w * in_c,
-                       row * out_w * out_c, out_w, out_c, sw * in_c, toff)
+    rows = n_batch * out_d * out_h
+    # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
+    # its tap lists).
+    for chunk in prange(threads):
+        lists = np.empty(4 * k_d * k_h * k_w, np.intp)
+        for row in range(chunk * rows // threads, (chunk + 1) * rows // threads):
+            n = row // (out_d * out_h)
+            _depthwise_image_row(x, w, bias, out, lists, n * in_d * in_h * in_w * in_c,
+                                 row * out_w * out_c, (row // out_h) % out_d, row % out_h,
+                                 dims, pads)
 
 
 def _channels_last_shape(shape):
@@ -717,10 +774,12 @@ def _channels_last_shape(shape):
 
 
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False,
-               channels_first_in=False):
-    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded.
-    channels_first_out: out is (N, C_out, D, H, W) instead; channels_first_in: xp is
-    (N, C_in, D, H, W) (SMALL path only for both, see conv.py)."""
+               channels_first_in=False, pads=(0, 0, 0)):
+    """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded,
+    but by pads = (front, top, left) on the DEPTHWISE path, whose kernel skips the taps in
+    that padding. channels_first_out: out is (N, C_out, D, H, W) instead;
+    channels_first_in: xp is (N, C_in, D, H, W) (SMALL path only for both, see
+    conv.py)."""
     # the plan and the kernels' dims take the channels-last shape (N, D, H, W, C)
     shape = _channels_last_shape(out.shape) if channels_first_out else out.shape
     x_shape = _channels_last_shape(xp.shape) if channels_first_in else xp.shape
@@ -729,14 +788,15 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
         raise ValueError("channels-first input or output: only the SMALL path reads or "
                          "writes that layout")
+    if any(pads) and path != _conv_plan.DEPTHWISE:
+        raise ValueError("padding in the kernel: only the DEPTHWISE path skips padded taps")
     dims = x_shape + shape[1:] + w.shape[:4] + tuple(stride) + tuple(dilation) + (groups,)
     flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
     if path == _conv_plan.DIRECT:
         run_parallel(_conv_direct, threads, *flat, threads)
         return
-    if path == _conv_plan.DEPTHWISE:  # (one reduction offset per tap: c_per_group is 1)
-        toff = _conv_plan.reduction_offsets(xp.shape, w.shape, dilation)
-        run_parallel(_conv_depthwise, threads, *flat[:4], toff, dims, threads)
+    if path == _conv_plan.DEPTHWISE:
+        run_parallel(_conv_depthwise, threads, *flat[:4], dims, tuple(pads), threads)
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(x_shape, w.shape, dilation, channels_first_in)

@@ -4,13 +4,19 @@ import numpy as np
 
 
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False,
-               channels_first_in=False):
-    """Same contract as the compiled kernels; ``num_threads`` is ignored."""
+               channels_first_in=False, pads=(0, 0, 0)):
+    """Same contract as the compiled kernels; ``num_threads`` is ignored, and ``pads``
+    (the compiled DEPTHWISE path's padding in the kernel) zero-pads xp here."""
     # channels-first arrays are (N, C, D, H, W): work on their channels-last views
     if channels_first_out:
         out = np.moveaxis(out, 1, -1)
     if channels_first_in:
         xp = np.moveaxis(xp, 1, -1)
+    if any(pads):  # leading pads; the trailing ones are what the output's windows reach
+        reach = [(o - 1) * s + (k - 1) * d + 1 for o, s, k, d in
+                 zip(out.shape[1:4], stride, w.shape[:3], dilation)]
+        xp = np.pad(xp, [(0, 0)] + [(lo, max(0, r - lo - n)) for lo, r, n in
+                                    zip(pads, reach, xp.shape[1:4])] + [(0, 0)])
     n_batch, out_d, out_h, out_w, out_c = out.shape
     k_d, k_h, k_w, c_per_group, _ = w.shape
     o_per_group = out_c // groups
