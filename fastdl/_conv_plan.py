@@ -11,7 +11,9 @@ steer tiny inputs onto each path):
   convs (2+ output channels per group) run it once per group on each output row.
 - ``DEPTHWISE``: groups == C_in == C_out (one input and one output channel per group):
   output channel c reads input channel c only, so a block of output pixels x channels
-  stays in registers over the taps alone, with vectors along the channels.
+  stays in registers over the taps alone, with vectors along the channels. Its kernel
+  can also skip the taps that fall in the padding (per-row tap lists) instead of reading
+  a zero-padded copy.
 - ``DIRECT``: plain loops vectorised along output channels, for the other convs whose
   per-group matrices are too thin for BLAS to pay off (few output channels per group).
 - ``SHIFTED``: stride 1 (any dilation). Each kernel tap is one GEMM over the flattened
@@ -63,10 +65,11 @@ SMALL_MIN_OUT, SMALL_MAX_OUT = 1, 64
 SMALL_MIN_OUT_PER_GROUP = 2
 
 # Depthwise convs (one input and one output channel per group) with at least this many
-# channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3, numba / cython: through conv2d
-# 2.5 / 3.8 ms on DIRECT, 0.75-1.0 ms on DEPTHWISE, whose kernel alone takes 0.47-0.53 /
-# 0.29-0.35 ms; the rest is the padded input copy and the allocations). Tests raise it to
-# steer depthwise cases onto the other paths.
+# channels take DEPTHWISE (2 threads, fp32, 8x56x56x64 3x3 pad 1, numba / cython, through
+# conv2d: 2.5 / 3.8 ms on DIRECT; 0.71-0.93 / 0.66 ms on DEPTHWISE reading a zero-padded
+# copy; 0.47 / 0.37 ms skipping the padded taps in the kernel, which it does when every
+# weight is finite, see conv.py). Tests raise it to steer depthwise cases onto the other
+# paths.
 DEPTHWISE_MIN_CHANNELS = 1
 # Fewer output channels per group than this: BLAS's N dimension is too thin -> DIRECT.
 GEMM_MIN_OUT_PER_GROUP = 8

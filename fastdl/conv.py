@@ -8,7 +8,10 @@ calls go through the backend's cache-blocked transpose ``to_channels_last`` on t
 in; on the way out the SMALL path (kernel-sized reductions, grouped or not, see
 _conv_plan) writes the channels-first output itself (``conv_ndhwc(...,
 channels_first_out=True)``), the other paths compute channels-last and go through
-``to_channels_first``.
+``to_channels_first``. Two calls skip the copy's work: the SMALL path reads a
+channels-first input with few channels as it is (``channels_first_in``), and the
+DEPTHWISE path, when every weight is finite, skips the padded taps (``pads``) rather than
+reading a zero-padded copy.
 """
 
 import math
