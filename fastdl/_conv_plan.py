@@ -179,6 +179,52 @@ def reduction_offsets(x_shape, w_shape, dilation, channels_first=False):
     return offsets
 
 
+@functools.lru_cache(maxsize=256)
+def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
+    """DEPTHWISE path: the taps each output row reads when the kernel skips the ones in
+    the padding. x_shape: the kernel's channels-last input (N, D, H, W, C), padded by
+    pads = (front, top, left) more (zeros: none); out_shape (N, D, H, W, C); all tuples.
+
+    Returns (ow_lo, ow_hi, edges, counts, toff, wtap). Output columns ow_lo .. ow_hi-1 read
+    every kernel column inside the input row; each column in ``edges`` is done on its own.
+    For output row r = od * out_h + oh and slot s (0: the columns ow_lo..ow_hi-1 together,
+    1 + e: the edge column edges[e]) the kernel reads counts[r, s] taps: toff[r, s, t], the
+    input offset of tap t from the slot's first pixel (slot 0: the input pixel of column
+    ow_lo, each next column sw pixels on; edges: from the image's first element), and
+    wtap[r, s, t], its weight row. Cached, read-only (calls on one shape share them)."""
+    _, in_d, in_h, in_w, channels = x_shape
+    k_d, k_h, k_w = w_shape[:3]
+    _, out_d, out_h, out_w, _ = out_shape
+    (sd, sh, sw), (dd, dh, dw), (pd, ph, pw) = stride, dilation, pads
+    # input coordinate of each (output coordinate, kernel tap) along each dim
+    i_d = np.arange(out_d)[:, None] * sd - pd + np.arange(k_d) * dd
+    i_h = np.arange(out_h)[:, None] * sh - ph + np.arange(k_h) * dh
+    i_w = np.arange(out_w)[:, None] * sw - pw + np.arange(k_w) * dw
+    # columns whose every tap lies inside the row: ow * sw >= pw, last tap < in_w
+    inside_w = ((i_w >= 0) & (i_w < in_w)).all(axis=1)
+    columns = np.flatnonzero(inside_w)
+    ow_lo, ow_hi = (int(columns[0]), int(columns[-1]) + 1) if columns.size else (0, 0)
+    edges = np.array([ow for ow in range(out_w) if not ow_lo <= ow < ow_hi], dtype=np.intp)
+    # (rows, slots, kd, kh, kw): whether the tap is read, and its offset
+    row_d = ((i_d >= 0) & (i_d < in_d))[:, None, :, None, None]
+    row_h = ((i_h >= 0) & (i_h < in_h))[None, :, None, :, None]
+    slot_w = np.concatenate([np.ones((1, k_w), bool), ((i_w >= 0) & (i_w < in_w))[edges]])
+    valid = (row_d & row_h)[:, :, None] & slot_w[None, None, :, None, None, :]
+    slot_col = np.concatenate([np.arange(k_w)[None] * dw, i_w[edges]])
+    offset = ((i_d[:, None, None, :, None, None] * in_h + i_h[None, :, None, None, :, None])
+              * in_w + slot_col[None, None, :, None, None, :]) * channels
+    rows, slots, taps = out_d * out_h, 1 + edges.size, k_d * k_h * k_w
+    valid = valid.reshape(rows, slots, taps)
+    offset = np.broadcast_to(offset, (out_d, out_h, slots, k_d, k_h, k_w)).reshape(rows, slots, taps)
+    order = np.argsort(~valid, axis=-1, kind="stable")  # each slot's read taps first, in order
+    counts = valid.sum(axis=-1).astype(np.intp)
+    toff = np.ascontiguousarray(np.take_along_axis(offset, order, axis=-1), dtype=np.intp)
+    wtap = np.ascontiguousarray(order, dtype=np.intp)
+    for array in (edges, counts, toff, wtap):
+        array.flags.writeable = False
+    return ow_lo, ow_hi, edges, counts, toff, wtap
+
+
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_saved = None

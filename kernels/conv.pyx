@@ -133,62 +133,6 @@ cdef inline void _depthwise_row(int isa, const real* x_row, const real* w, const
                                       pixel_step, toff, wtap, taps)
 
 
-cdef inline void _depthwise_image_row(int isa, const real* x_img, const real* w,
-                                      const real* bias, real* out_row, Py_ssize_t* lists,
-                                      Py_ssize_t od, Py_ssize_t oh, Py_ssize_t in_d,
-                                      Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t channels,
-                                      Py_ssize_t out_w, Py_ssize_t k_d, Py_ssize_t k_h,
-                                      Py_ssize_t k_w, Py_ssize_t sd, Py_ssize_t sh,
-                                      Py_ssize_t sw, Py_ssize_t dd, Py_ssize_t dh,
-                                      Py_ssize_t dw, Py_ssize_t pd, Py_ssize_t ph,
-                                      Py_ssize_t pw) noexcept nogil:
-    """DEPTHWISE path: output row (od, oh) of the image at x_img (N, D, H, W, C without
-    its zero padding pd, ph, pw), skipping the taps that fall in the padding. lists: room
-    for 4 * taps offsets (the row's taps, then one edge pixel's). The columns whose taps
-    all lie inside the row go through the row kernel in one call; each edge column gets
-    its own list."""
-    cdef Py_ssize_t taps = k_d * k_h * k_w
-    cdef Py_ssize_t* toff = lists
-    cdef Py_ssize_t* wtap = lists + taps
-    cdef Py_ssize_t* pixel_toff = lists + 2 * taps
-    cdef Py_ssize_t* pixel_wtap = lists + 3 * taps
-    cdef Py_ssize_t kd, kh, kw, i_d, i_h, i_w, t, n_taps = 0, pixel_taps, ow, ow_lo, ow_hi, last
-    # the row's taps whose input row exists, every kw; offsets from the row's first pixel
-    for kd in range(k_d):
-        i_d = od * sd - pd + kd * dd
-        if i_d < 0 or i_d >= in_d:
-            continue
-        for kh in range(k_h):
-            i_h = oh * sh - ph + kh * dh
-            if i_h < 0 or i_h >= in_h:
-                continue
-            for kw in range(k_w):
-                toff[n_taps] = ((i_d * in_h + i_h) * in_w + kw * dw) * channels
-                wtap[n_taps] = (kd * k_h + kh) * k_w + kw
-                n_taps += 1
-    # interior columns ow_lo .. ow_hi: ow * sw - pw >= 0 and the last tap's column < in_w
-    ow_lo = min(out_w, (pw + sw - 1) // sw)
-    last = in_w - 1 + pw - (k_w - 1) * dw  # (ow * sw <= last; may be negative)
-    ow_hi = ow_lo if last < 0 else max(ow_lo, min(out_w, last // sw + 1))
-    if ow_hi > ow_lo:
-        _depthwise_row(isa, x_img + (ow_lo * sw - pw) * channels, w, bias,
-                       out_row + ow_lo * channels, ow_hi - ow_lo, channels, sw * channels,
-                       toff, wtap, n_taps)
-    # edge columns, one pixel each, offsets from the image's first element
-    for ow in range(out_w):
-        if ow_lo <= ow < ow_hi:
-            continue
-        pixel_taps = 0
-        for t in range(n_taps):
-            i_w = ow * sw - pw + (wtap[t] % k_w) * dw
-            if 0 <= i_w < in_w:
-                pixel_toff[pixel_taps] = toff[t] + (ow * sw - pw) * channels
-                pixel_wtap[pixel_taps] = wtap[t]
-                pixel_taps += 1
-        _depthwise_row(isa, x_img, w, bias, out_row + ow * channels, 1, channels, 0,
-                       pixel_toff, pixel_wtap, pixel_taps)
-
-
 cdef inline void _transpose(int isa, const real* src, Py_ssize_t src_stride, real* dst,
                             Py_ssize_t dst_stride, Py_ssize_t rows,
                             Py_ssize_t cols) noexcept nogil:
@@ -387,9 +331,6 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     cdef real* out_row
     cdef Py_ssize_t pix_stride, chan_stride, tile_w, o_per_group, g
     cdef Py_ssize_t in_pixel, in_channel, pixel_step
-    cdef Py_ssize_t[:, ::1] tap_lists
-    cdef Py_ssize_t* lists_ptr
-    cdef Py_ssize_t* lists
     cdef real[:, ::1] first_tiles
     cdef real* tiles_ptr
     cdef int isa
@@ -456,22 +397,32 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
                            pix_stride, chan_stride)
         return
 
+    cdef Py_ssize_t ow_lo, ow_hi, n_edges, e, r
+    cdef const Py_ssize_t[::1] edges
+    cdef const Py_ssize_t[:, ::1] tap_counts
+    cdef const Py_ssize_t[:, :, ::1] toff, wtap
+    cdef const real* x_img
     if path == _conv_plan.DEPTHWISE:
-        # One task per output row (n, od, oh): each thread writes only its own rows, with
-        # its own tap lists (c_per_group is 1: one reduction element per tap).
+        # The taps each output row reads (all, or those outside the padding `pads`), from
+        # _conv_plan: the columns whose taps all lie inside the input in one row-kernel
+        # call, each edge column in one of its own. Each thread writes only its own rows.
+        ow_lo, ow_hi, edges, tap_counts, toff, wtap = _conv_plan.depthwise_taps(
+            (n_batch, in_d, in_h, in_w, in_c), (k_d, k_h, k_w, c_per_group, out_c),
+            (n_batch, out_d, out_h, out_w, out_c), stride, dilation, pads)
+        n_edges = edges.shape[0]
         isa = _small_isa
-        tap_lists = np.empty((threads, 4 * k_total), dtype=np.intp)
-        lists_ptr = &tap_lists[0, 0]
-        with nogil, parallel(num_threads=threads):
-            lists = lists_ptr + threadid() * 4 * k_total
-            for row in prange(rows, schedule="static"):
-                n = row // (out_d * out_h)
-                od = (row // out_h) % out_d
-                oh = row % out_h
-                _depthwise_image_row(isa, xp_ptr + n * in_d * in_h * in_w * in_c, w_ptr, b_ptr,
-                                     out_ptr + row * out_w * out_c, lists, od, oh, in_d, in_h,
-                                     in_w, in_c, out_w, k_d, k_h, k_w, sd, sh, sw, dd, dh, dw,
-                                     pd, ph, pw)
+        for row in prange(rows, nogil=True, num_threads=threads, schedule="static"):
+            n = row // (out_d * out_h)
+            r = row - n * out_d * out_h
+            x_img = xp_ptr + n * in_d * in_h * in_w * in_c
+            out_row = out_ptr + row * out_w * out_c
+            if ow_hi > ow_lo:
+                _depthwise_row(isa, x_img + (ow_lo * sw - pw) * in_c, w_ptr, b_ptr,
+                               out_row + ow_lo * out_c, ow_hi - ow_lo, out_c, sw * in_c,
+                               &toff[r, 0, 0], &wtap[r, 0, 0], tap_counts[r, 0])
+            for e in range(n_edges):
+                _depthwise_row(isa, x_img, w_ptr, b_ptr, out_row + edges[e] * out_c, 1, out_c,
+                               0, &toff[r, 1 + e, 0], &wtap[r, 1 + e, 0], tap_counts[r, 1 + e])
         return
 
     if path == _conv_plan.DIRECT:

@@ -706,66 +706,29 @@ def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step,
                      channels, pixel_step, toff, wtap, n_taps)
 
 
-@njit_serial
-def _depthwise_image_row(x, w, bias, out, lists, x_img, out_row, od, oh, dims, pads):
-    """Output row (od, oh) of the image that starts at x_img (unpadded: the taps in the
-    padding pads = (front, top, left) are skipped), as kernels/conv.pyx's
-    _depthwise_image_row: the columns whose taps all lie in the row in one call, each edge
-    column with its own tap list. lists: room for 4 * taps offsets."""
-    (n_batch, in_d, in_h, in_w, channels, out_d, out_h, out_w, out_c,
-     k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
-    pd, ph, pw = pads
-    taps = k_d * k_h * k_w
-    toff, wtap = lists[:taps], lists[taps:2 * taps]
-    pixel_toff, pixel_wtap = lists[2 * taps:3 * taps], lists[3 * taps:]
-    n_taps = 0
-    for kd in range(k_d):
-        i_d = od * sd - pd + kd * dd
-        if i_d < 0 or i_d >= in_d:
-            continue
-        for kh in range(k_h):
-            i_h = oh * sh - ph + kh * dh
-            if i_h < 0 or i_h >= in_h:
-                continue
-            for kw in range(k_w):
-                toff[n_taps] = ((i_d * in_h + i_h) * in_w + kw * dw) * channels
-                wtap[n_taps] = (kd * k_h + kh) * k_w + kw
-                n_taps += 1
-    ow_lo = min(out_w, (pw + sw - 1) // sw)
-    last = in_w - 1 + pw - (k_w - 1) * dw
-    ow_hi = ow_lo if last < 0 else max(ow_lo, min(out_w, last // sw + 1))
-    if ow_hi > ow_lo:
-        _depthwise_row(x, w, bias, out, x_img + (ow_lo * sw - pw) * channels,
-                       out_row + ow_lo * channels, ow_hi - ow_lo, channels, sw * channels,
-                       toff, wtap, n_taps)
-    for ow in range(out_w):
-        if ow_lo <= ow < ow_hi:
-            continue
-        pixel_taps = 0
-        for t in range(n_taps):
-            i_w = ow * sw - pw + (wtap[t] % k_w) * dw
-            if 0 <= i_w < in_w:
-                pixel_toff[pixel_taps] = toff[t] + (ow * sw - pw) * channels
-                pixel_wtap[pixel_taps] = wtap[t]
-                pixel_taps += 1
-        _depthwise_row(x, w, bias, out, x_img, out_row + ow * channels, 1, channels, 0,
-                       pixel_toff, pixel_wtap, pixel_taps)
-
-
 @njit_parallel
-def _conv_depthwise(x, w, bias, out, dims, pads, threads):
+def _conv_depthwise(x, w, bias, out, dims, pads, columns, edges, tap_counts, toff, wtap,
+                    threads):
+    """The DEPTHWISE path: for each output row, the columns whose taps all lie inside the
+    input in one _depthwise_row call, each edge column in one of its own, over the taps
+    _conv_plan.depthwise_taps lists (all, or those outside the padding `pads`)."""
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
-    rows = n_batch * out_d * out_h
-    # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
-    # its tap lists).
-    for chunk in prange(threads):
-        lists = np.empty(4 * k_d * k_h * k_w, np.intp)
-        for row in range(chunk * rows // threads, (chunk + 1) * rows // threads):
-            n = row // (out_d * out_h)
-            _depthwise_image_row(x, w, bias, out, lists, n * in_d * in_h * in_w * in_c,
-                                 row * out_w * out_c, (row // out_h) % out_d, row % out_h,
-                                 dims, pads)
+    ow_lo, ow_hi = columns
+    pw = pads[2]
+    # One task per output row (n, od, oh): each thread writes only its own rows.
+    for row in prange(n_batch * out_d * out_h):
+        n = row // (out_d * out_h)
+        r = row - n * out_d * out_h
+        x_img = n * in_d * in_h * in_w * in_c
+        out_row = row * out_w * out_c
+        if ow_hi > ow_lo:
+            _depthwise_row(x, w, bias, out, x_img + (ow_lo * sw - pw) * in_c,
+                           out_row + ow_lo * out_c, ow_hi - ow_lo, out_c, sw * in_c,
+                           toff[r, 0], wtap[r, 0], tap_counts[r, 0])
+        for e in range(edges.shape[0]):
+            _depthwise_row(x, w, bias, out, x_img, out_row + edges[e] * out_c, 1, out_c, 0,
+                           toff[r, 1 + e], wtap[r, 1 + e], tap_counts[r, 1 + e])
 
 
 def _channels_last_shape(shape):
@@ -796,7 +759,10 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         run_parallel(_conv_direct, threads, *flat, threads)
         return
     if path == _conv_plan.DEPTHWISE:
-        run_parallel(_conv_depthwise, threads, *flat[:4], dims, tuple(pads), threads)
+        ow_lo, ow_hi, *taps = _conv_plan.depthwise_taps(x_shape, w.shape, shape, tuple(stride),
+                                                        tuple(dilation), tuple(pads))
+        run_parallel(_conv_depthwise, threads, *flat[:4], dims, tuple(pads), (ow_lo, ow_hi),
+                     *taps, threads)
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(x_shape, w.shape, dilation, channels_first_in)
