@@ -70,7 +70,7 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     # The DEPTHWISE kernel skips the taps in the padding instead of reading a zero-padded
     # copy, when that gives the same sums: every weight finite (a zero times an infinite
     # weight is NaN, and padding is IEEE zeros, see the README).
-    pad_in_kernel = (padded and not small and n > 0 and _conv_plan.takes_depthwise_path(
+    pad_in_kernel = (padded and not small and _conv_plan.takes_depthwise_path(
         w.shape[3], out_channels, geometry.groups) and bool(np.isfinite(w).all()))
     if write_first:
         out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
@@ -84,9 +84,8 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     if n:
         xp = _kernel_input(module, spec, nd, read_first, padded and not pad_in_kernel)
         b = np.zeros(out_channels, dtype) if spec.bias is None else np.ascontiguousarray(spec.bias, dtype)
-        kernel_pads = (0,) * (3 - nd) + tuple(lo for lo, _ in geometry.pads)
-        if not pad_in_kernel:
-            kernel_pads = (0, 0, 0)
+        kernel_pads = (((0,) * (3 - nd) + tuple(lo for lo, _ in geometry.pads))
+                       if pad_in_kernel else (0, 0, 0))
         module.conv_ndhwc(xp, w, b, out, unit + geometry.stride, unit + geometry.dilation,
                           geometry.groups, get_num_threads(), write_first, read_first,
                           kernel_pads)
