@@ -211,6 +211,11 @@ WIDE_ROW_CASES = [
     (2, 1, 3, 16, (11, 40), (2, 2), 2, 0, 1, 1),
     (3, 1, 2, 8, (3, 4, 19), (3, 3, 3), 1, 1, 1, 1),
     (2, 1, 3, 12, (6, 20), (3, 3), 1, 1, 1, 1),          # channels not a multiple of 8
+    # numba's channels-first 8 x 16 blocks straight into the planes (wide, whole 16-channel
+    # chunks): with and without the last out_w % 8 pixels, 1-d / 2-d / 3-d
+    (2, 2, 3, 32, (9, 26), (3, 3), 1, 1, 1, 1),
+    (3, 1, 3, 16, (3, 4, 16), (3, 3, 3), 1, 1, 1, 1),
+    (1, 2, 4, 48, (35,), (5,), 1, 2, 1, 1),
 ]
 
 

@@ -246,6 +246,36 @@ def _block(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, out_pix, ou
     channels computed from weight columns w_oc .. w_oc+chunk (rows w_stride apart) and
     bias[w_oc ..]. The block computes `pixels` pixels (a constant) whatever `valid`
     (1 .. pixels): the ones past `valid` repeat the last valid pixel and are not stored."""
+    # The next block along the row writes these lines: fetch them while this one
+    # computes (3->64 3x3 N4 128^2, one thread: 8x16 blocks 2.1-2.2 vs
+    # 2.6-3.1 ms without; the 8 stores of a block otherwise wait on 8 line fills at once).
+    for p in range(pixels):
+        _prefetch_for_write(out, out_pix + (pixels + p) * out_c + oc)
+    acc = _accumulate(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, pixels, valid,
+                      chunk)
+    for p in range(pixels):
+        if p < valid:
+            for o in range(stored):
+                out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
+
+
+@njit_serial(inline="always")
+def _first_block(x, w, bias, out, koff, x_pix, pixel_step, out_pix, plane, out_c, oc):
+    """A wide block (8 pixels x 16 channels from oc) of channels-first output: out_pix is
+    the block's first pixel in channel 0's plane, the planes `plane` apart. Its two 8 x 8
+    halves are transposed in registers straight into the planes (3->32 2x2 s2 N32 128^2,
+    2 threads: 1.15 ms, against 1.58 through a row tile and a transpose, _conv_small's
+    other way; 3->64 3x3: 12.9 against 16.5 ms)."""
+    acc = _accumulate(x, w, out_c, oc, bias, out, koff, x_pix, pixel_step, _WIDE_PIXELS,
+                      _WIDE_PIXELS, _WIDE_CHUNK)
+    _transpose8(acc, 0, _WIDE_CHUNK, out, out_pix + oc * plane, plane)
+    _transpose8(acc, 8, _WIDE_CHUNK, out, out_pix + (oc + 8) * plane, plane)
+
+
+@njit_serial(inline="always")
+def _accumulate(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, pixels, valid,
+                chunk):
+    """A block's accumulators (see _block), pixel-major: acc[p * chunk + o]."""
     acc = carray(_stack_accumulators(out), (_SMALL_ACC,))
     inputs = carray(_stack_inputs(out), (_MAX_PIXELS,))
     # Pixel loops innermost: LLVM unrolls them fully and vectorises the channel loop
@@ -255,11 +285,6 @@ def _block(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, out_pix, ou
         v = bias[w_oc + o]
         for p in range(pixels):
             acc[p * chunk + o] = v
-    # The next block along the row writes these lines: fetch them while this one
-    # computes (3->64 3x3 N4 128^2, one thread: 8x16 blocks 2.1-2.2 vs
-    # 2.6-3.1 ms without; the 8 stores of a block otherwise wait on 8 line fills at once).
-    for p in range(pixels):
-        _prefetch_for_write(out, out_pix + (pixels + p) * out_c + oc)
     for k in range(koff.shape[0]):
         w_row = k * w_stride + w_oc
         xk = x_pix + koff[k]
@@ -270,10 +295,7 @@ def _block(x, w, w_stride, w_oc, bias, out, koff, x_pix, pixel_step, out_pix, ou
             wv = w[_u(w_row + o)]
             for p in range(pixels):
                 acc[p * chunk + o] += inputs[p] * wv
-    for p in range(pixels):
-        if p < valid:
-            for o in range(stored):
-                out[_u(out_pix + p * out_c + oc + o)] = acc[p * chunk + o]
+    return acc
 
 
 @njit_serial(inline="always")
@@ -473,7 +495,8 @@ def _transpose(src, src_off, src_stride, dst, dst_off, dst_stride, rows, cols):
 
 
 @njit_parallel
-def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, tile_w, wide, threads):
+def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, first_blocks, tile_w,
+                wide, threads):
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     in_pixel, in_channel = in_steps  # of the input: channels-last or channels-first
@@ -482,6 +505,10 @@ def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, tile_w, w
     rows = n_batch * out_d * out_h
     o_per_group = out_c // groups
     w_pad, b_pad = _padded_rest_weights(w, bias, out_c, groups, _HALF_CHUNK)
+    # Channels-first output with first_blocks (the wide block shape, a short reduction and
+    # whole 16-channel chunks per group): each row's whole 8-pixel blocks go straight
+    # into the channel planes (_first_block), its last out_w % 8 pixels as below.
+    first_w = out_w - out_w % _WIDE_PIXELS if first_blocks else 0
     # Output rows (n, od, oh), one run of consecutive rows per thread (each thread owns
     # one tile buffer).
     for chunk in prange(threads):
@@ -502,7 +529,13 @@ def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, tile_w, w
             if not channels_first:
                 tile_w = out_w
             out_row = n * out_c * plane + (row - n * out_d * out_h) * out_w
-            for p0 in range(0, out_w, tile_w):
+            for ow in range(0, first_w, _WIDE_PIXELS):
+                for g in range(groups):
+                    for oc in range(g * o_per_group, (g + 1) * o_per_group, _WIDE_CHUNK):
+                        _first_block(x, w, bias, out, koff,
+                                     x_row + ow * pixel_step + g * c_per_group * in_channel,
+                                     pixel_step, out_row + ow, plane, out_c, oc)
+            for p0 in range(first_w, out_w, tile_w):
                 pixels = min(tile_w, out_w - p0)
                 x_tile = x_row + p0 * pixel_step
                 dst_row = 0 if channels_first else row * out_w * out_c
@@ -514,13 +547,15 @@ def _conv_small(x, w, bias, out, koff, dims, in_steps, channels_first, tile_w, w
                 if wide:
                     for g in range(groups):
                         _small_row(x, w, bias, w_pad, b_pad, dst, koff,
-                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row, pixels, out_c, g * o_per_group,
-                                   o_per_group, g, _WIDE_PIXELS, _WIDE_CHUNK)
+                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row,
+                                   pixels, out_c, g * o_per_group, o_per_group, g,
+                                   _WIDE_PIXELS, _WIDE_CHUNK)
                 else:
                     for g in range(groups):
                         _small_row(x, w, bias, w_pad, b_pad, dst, koff,
-                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row, pixels, out_c, g * o_per_group,
-                                   o_per_group, g, _NARROW_PIXELS, _NARROW_CHUNK)
+                                   x_tile + g * c_per_group * in_channel, pixel_step, dst_row,
+                                   pixels, out_c, g * o_per_group, o_per_group, g,
+                                   _NARROW_PIXELS, _NARROW_CHUNK)
                 if channels_first:
                     _transpose(buf, 0, out_c, out, out_row + p0, plane, pixels, out_c)
 
@@ -769,8 +804,12 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         in_steps = _conv_plan.input_steps(x_shape, channels_first_in)
         wide = SMALL_WIDE and out.dtype == np.float32
         tile_w = _conv_plan.first_tile_pixels(shape[3], shape[4], out.itemsize)
+        # channels-first output: wide blocks straight into the planes for short reductions
+        # (as the C kernel's; longer ones go through row tiles, see _conv_plan)
+        first_blocks = (channels_first_out and wide and (shape[4] // groups) % _WIDE_CHUNK == 0
+                        and koff.size < _conv_plan.FIRST_TILE_MIN_REDUCTION)
         run_parallel(_conv_small, threads, *flat[:4], koff, dims, in_steps, channels_first_out,
-                     tile_w, wide, threads)
+                     first_blocks, tile_w, wide, threads)
         return
     _register_blas()
     kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
