@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _scratch
+
 # Sizes, strides and paddings beyond this are rejected: the compiled kernels index with
 # 64-bit integers, but no real tensor dimension is this large, and products of such
 # values could overflow.
@@ -393,13 +395,18 @@ def interior_index(spatial, pads):
     return (slice(None),) + tuple(slice(lo, lo + n) for n, (lo, _) in zip(spatial, pads))
 
 
-def padded_copy(x, padded_shape, interior, dtype):
+def padded_copy(x, padded_shape, interior, dtype, role=None):
     """x zero-padded into a C-contiguous array of padded_shape (interior: x's cells in it;
     None: no padding, and x itself when it is C-contiguous in dtype already): the one copy
-    of the input, which also fixes dtype, byte order and memory layout."""
+    of the input, which also fixes dtype, byte order and memory layout. role: the copy
+    is a temporary of the call, made in this thread's scratch buffer for role."""
     if interior is None:
-        return np.ascontiguousarray(x, dtype=dtype)
-    out = padded_empty(padded_shape, interior, dtype)
+        if role is None or (x.flags.c_contiguous and x.dtype == dtype):
+            return np.ascontiguousarray(x, dtype=dtype)
+        out = _scratch.empty(role, x.shape, dtype)
+        np.copyto(out, x)
+        return out
+    out = padded_empty(padded_shape, interior, dtype, role)
     out[interior] = x
     return out
 
@@ -407,17 +414,17 @@ def padded_copy(x, padded_shape, interior, dtype):
 PADDED_ZEROS_MAX_BYTES = 1 << 18
 
 
-def padded_empty(padded_shape, interior, dtype):
-    """A new array whose padding (everything outside ``interior``; None: no padding) is
-    zero and whose interior is left for the caller to fill. Large arrays get only their
-    padding slabs written (np.zeros then the copy would write the interior twice:
-    8x58x58x64 float32, 0.30 -> 0.23 ms); small ones np.zeros (a slab assignment costs
-    ~1-2 us)."""
+def padded_empty(padded_shape, interior, dtype, role=None):
+    """An array whose padding (everything outside ``interior``; None: no padding) is zero
+    and whose interior is left for the caller to fill: new, or with a role this thread's
+    scratch buffer for it (see _scratch). Large arrays get only their padding slabs
+    written (np.zeros then the copy would write the interior twice: 8x58x58x64 float32,
+    0.30 -> 0.23 ms); small ones np.zeros (a slab assignment costs ~1-2 us)."""
     if interior is None:
-        return np.empty(padded_shape, dtype=dtype)
+        return _scratch.empty(role, padded_shape, dtype) if role else np.empty(padded_shape, dtype)
     if math.prod(padded_shape) * dtype.itemsize < PADDED_ZEROS_MAX_BYTES:
         return np.zeros(padded_shape, dtype=dtype)
-    out = np.empty(padded_shape, dtype=dtype)
+    out = _scratch.empty(role, padded_shape, dtype) if role else np.empty(padded_shape, dtype)
     for axis, part in enumerate(interior):
         before = (slice(None),) * axis
         if part.start:

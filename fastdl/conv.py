@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from . import _checks, _conv_plan
+from . import _checks, _conv_plan, _scratch
 from ._dispatch import get_num_threads, kernels, threads_for
 
 
@@ -74,12 +74,12 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
         w.shape[3], out_channels, geometry.groups) and bool(np.isfinite(w).all()))
     if write_first:
         out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
+        result = out.reshape((n, out_channels) + out_spatial)
+    elif geometry.channels_first:  # the kernel's channels-last output is a temporary
+        out = _scratch.empty("conv output", (n,) + unit + out_spatial + (out_channels,), dtype)
+        result = np.empty((n, out_channels) + out_spatial, dtype=dtype)
     else:
         out = np.empty((n,) + unit + out_spatial + (out_channels,), dtype=dtype)
-    if geometry.channels_first:
-        result = (out.reshape((n, out_channels) + out_spatial) if write_first
-                  else np.empty((n, out_channels) + out_spatial, dtype=dtype))
-    else:
         result = out.reshape((n,) + out_spatial + (out_channels,))
     if n:
         xp = _kernel_input(module, spec, nd, read_first, padded and not pad_in_kernel)
@@ -107,18 +107,19 @@ def _kernel_input(module, spec, nd, read_first, padded):
     interior = geometry.interior if padded else None
     if not geometry.channels_first:
         padded_shape = geometry.padded_shape if padded else spec.x.shape
-        return _to_3d(_checks.padded_copy(spec.x, padded_shape, interior, geometry.dtype), nd, 1)
+        return _to_3d(_checks.padded_copy(spec.x, padded_shape, interior, geometry.dtype,
+                                          "conv input"), nd, 1)
     x_caller = np.moveaxis(spec.x, -1, 1)
     pads = ((0, 0),) * (3 - nd) + (geometry.pads if padded else ((0, 0),) * nd)
     if read_first:  # the channels-first twins of the channels-last shape and index
         n, *spatial, channels = geometry.padded_shape
         interior = interior and (slice(None),) + interior
         return _to_3d(_checks.padded_copy(x_caller, (n, channels, *spatial), interior,
-                                          geometry.dtype), nd, 2)
+                                          geometry.dtype, "conv input"), nd, 2)
     x_first = _to_3d(np.ascontiguousarray(x_caller, dtype=geometry.dtype), nd, 2)
     n, channels = x_first.shape[:2]
     padded_shape = (n,) + _checks.padded_spatial(x_first.shape[2:], pads) + (channels,)
     xp = _checks.padded_empty(padded_shape, _checks.interior_index(x_first.shape[2:], pads),
-                              geometry.dtype)
+                              geometry.dtype, "conv input")
     module.to_channels_last(x_first, xp, tuple(lo for lo, _ in pads), threads_for(x_first.size))
     return xp

@@ -318,6 +318,83 @@ def test_memory_layouts(backend, dtype, layout, nd, case_name):
             assert array.strides == strides and array.flags.writeable == writeable, name
 
 
+# (C_in, C_out, spatial, kernel, padding, groups, fill): small inputs and scratch buffers
+# on for every size, so each call's temporaries reuse the last call's memory: shapes that
+# grow and shrink, padded and not, depthwise (padding in the kernel), and an all-NaN
+# input whose leftovers must not leak into the next call's zero padding
+SCRATCH_SEQUENCE = [
+    (3, 8, (9, 11), 3, 1, 1, None),
+    (8, 8, (12, 12), 3, 2, 8, None),
+    (16, 24, (10, 13), 3, 1, 1, np.nan),
+    (3, 8, (9, 11), 3, 1, 1, None),
+    (16, 24, (10, 13), 1, 0, 1, None),
+    (8, 8, (12, 12), 3, 2, 8, np.nan),
+    (16, 24, (10, 13), 3, 1, 1, None),
+]
+
+
+def test_scratch_buffers_give_the_fresh_results(backend, dtype, layout, monkeypatch):
+    """Temporaries in reused per-thread buffers (fastdl._scratch) give bit for bit the
+    results of fresh arrays, call after call, and no result shares memory with them."""
+    from fastdl import _scratch
+
+    channels_first = layout == "channels_first"
+    rng = np.random.default_rng(7)
+    calls = []
+    for c_in, c_out, spatial, k, padding, groups, fill in SCRATCH_SEQUENCE:
+        x = rng.standard_normal((2,) + spatial + (c_in,)).astype(dtype)
+        if fill is not None:
+            x[...] = fill
+        w = rng.standard_normal((k, k, c_in // groups, c_out)).astype(dtype)
+        if channels_first:
+            x, w = to_channels_first(x, w, 2)
+        calls.append(functools.partial(fastdl.conv2d, x, w, padding=padding, groups=groups,
+                                       layout=layout_name(2, channels_first), backend=backend))
+    monkeypatch.setattr(_scratch, "MAX_BYTES", 0)  # every temporary a fresh array
+    _scratch.release()
+    fresh = [call() for call in calls]
+    monkeypatch.setattr(_scratch, "MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(_scratch, "MIN_BYTES", 0)
+    # (padded copies this small are np.zeros otherwise: zero only their padding here)
+    monkeypatch.setattr(fastdl._checks, "PADDED_ZEROS_MAX_BYTES", 0)
+    results = []
+    with np.errstate(invalid="ignore"):
+        for call, expected in zip(calls, fresh):
+            got = call()
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, expected)
+            results.append(got)
+    buffers = _scratch._local.__dict__.get("buffers", {}).values()
+    assert buffers, "no call used a scratch buffer"
+    for i, got in enumerate(results):
+        assert not any(np.shares_memory(got, buffer) for buffer in buffers)
+        assert not any(np.shares_memory(got, other) for other in results[i + 1:])
+    _scratch.release()
+
+
+def test_scratch_buffers_are_per_thread(backend, monkeypatch):
+    """Python threads calling conv at once each get their own scratch buffers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastdl import _scratch
+
+    monkeypatch.setattr(_scratch, "MIN_BYTES", 0)
+    monkeypatch.setattr(fastdl._checks, "PADDED_ZEROS_MAX_BYTES", 0)
+    rng = np.random.default_rng(8)
+    jobs = []
+    for c_in, c_out, spatial, k, padding, groups, _ in SCRATCH_SEQUENCE:
+        x = np.moveaxis(rng.standard_normal((2,) + spatial + (c_in,)), -1, 1).copy()
+        w = rng.standard_normal((c_out, c_in // groups, k, k))
+        jobs.append(functools.partial(fastdl.conv2d, x, w, padding=padding, groups=groups,
+                                      layout="NCHW", backend=backend))
+    expected = [job() for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            futures = [pool.submit(job) for job in jobs * 4]
+            for i, future in enumerate(futures):
+                np.testing.assert_array_equal(future.result(), expected[i % len(jobs)])
+
+
 def test_does_not_write_into_inputs_or_alias_them(backend, layout, nd):
     x, w, b, kwargs, _ = reference_case(nd, "k1_plain", "float64")
     channels_first = layout == "channels_first"
