@@ -215,7 +215,8 @@ def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
               * in_w + slot_col[None, None, :, None, None, :]) * channels
     rows, slots, taps = out_d * out_h, 1 + edges.size, k_d * k_h * k_w
     valid = valid.reshape(rows, slots, taps)
-    offset = np.broadcast_to(offset, (out_d, out_h, slots, k_d, k_h, k_w)).reshape(rows, slots, taps)
+    offset = np.broadcast_to(offset, (out_d, out_h, slots, k_d, k_h, k_w))
+    offset = offset.reshape(rows, slots, taps)
     order = np.argsort(~valid, axis=-1, kind="stable")  # each slot's read taps first, in order
     counts = valid.sum(axis=-1).astype(np.intp)
     toff = np.ascontiguousarray(np.take_along_axis(offset, order, axis=-1), dtype=np.intp)

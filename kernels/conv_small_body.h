@@ -202,7 +202,8 @@ TARGET static void ROW_FN(const REAL* x_row, const REAL* w, const REAL* bias, RE
         }                                                                              \
         for (ptrdiff_t t = 0; t < taps; t++) {                                         \
             V wv[NB];                                                                  \
-            for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, w + wtap[t] * channels + c + b * L); \
+            const REAL* wt = w + wtap[t] * channels + c;                                \
+            for (int b = 0; b < NB; b++) wv[b] = FASTDL_LOADV(V, wt + b * L);          \
             const REAL* xt = x_pix + toff[t];                                          \
             for (int p = 0; p < P; p++)                                                \
                 for (int b = 0; b < NB; b++)                                           \

@@ -375,6 +375,21 @@ def test_channels_first_only_on_the_small_path(compiled, channels_first, rng):
                           first_out, not first_out)
 
 
+@pytest.mark.parametrize("compiled", ["numba", "cython"])
+def test_kernel_padding_only_on_the_depthwise_path(compiled, rng):
+    """Only the DEPTHWISE kernel skips padded taps; given padding on another path the
+    kernels refuse rather than read past the unpadded input."""
+    status = fastdl.backends()[compiled]
+    require(status == "available", f"backend {compiled} is unavailable: {status}")
+    module = kernels("conv", compiled)
+    xp = rng.standard_normal((1, 1, 4, 4, 8))
+    w = rng.standard_normal((1, 3, 3, 8, 8))  # SMALL, not depthwise
+    out = np.empty((1, 1, 4, 4, 8))
+    with pytest.raises(ValueError, match="DEPTHWISE"):
+        module.conv_ndhwc(xp, w, np.zeros(8), out, (1, 1, 1), (1, 1, 1), 1, 1, False, False,
+                          (0, 1, 1))
+
+
 @pytest.mark.parametrize("path", ["shifted", "im2col"])
 def test_concurrent_calls_restore_blas_threads(path, backend, torch, rng, monkeypatch):
     """Overlapping calls from Python threads stay correct, and BLAS gets its own thread
@@ -603,7 +618,8 @@ def test_depthwise_path_matches_torch(case, layout, backend, dtype, torch, rng, 
 
 
 @pytest.mark.parametrize("case", [c for c in DEPTHWISE_CASES if c[6] != 0 and c[2] > 1],
-                         ids=lambda c: f"{c[0]}d-c{c[2]}-w{c[3][-1]}-k{c[4]}-s{c[5]}-p{c[6]}-d{c[7]}")
+                         ids=lambda c: f"{c[0]}d-c{c[2]}-w{c[3][-1]}-k{c[4]}-s{c[5]}-p{c[6]}"
+                                       f"-d{c[7]}")
 def test_depthwise_with_infinite_weights_reads_zero_padding(case, backend, dtype, torch, rng,
                                                             monkeypatch):
     """With an infinite weight the DEPTHWISE path reads a zero-padded copy (a padded cell
