@@ -421,10 +421,10 @@ def padded_empty(padded_shape, interior, dtype, role=None):
     written (np.zeros then the copy would write the interior twice: 8x58x58x64 float32,
     0.30 -> 0.23 ms); small ones np.zeros (a slab assignment costs ~1-2 us)."""
     if interior is None:
-        return _scratch.empty(role, padded_shape, dtype) if role else np.empty(padded_shape, dtype)
+        return _scratch.empty(role, padded_shape, dtype)
     if math.prod(padded_shape) * dtype.itemsize < PADDED_ZEROS_MAX_BYTES:
         return np.zeros(padded_shape, dtype=dtype)
-    out = _scratch.empty(role, padded_shape, dtype) if role else np.empty(padded_shape, dtype)
+    out = _scratch.empty(role, padded_shape, dtype)
     for axis, part in enumerate(interior):
         before = (slice(None),) * axis
         if part.start:

@@ -189,9 +189,9 @@ def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
     every kernel column inside the input row; each column in ``edges`` is done on its own.
     For output row r = od * out_h + oh and slot s (0: the columns ow_lo..ow_hi-1 together,
     1 + e: the edge column edges[e]) the kernel reads counts[r, s] taps: toff[r, s, t], the
-    input offset of tap t from the slot's first pixel (slot 0: the input pixel of column
-    ow_lo, each next column sw pixels on; edges: from the image's first element), and
-    wtap[r, s, t], its weight row. Cached, read-only (calls on one shape share them)."""
+    offset of tap t's input from the image's first element for the slot's first column
+    (slot 0: column ow_lo, each next column sw pixels on), and wtap[r, s, t], its weight
+    row. Cached, read-only (calls on one shape share them)."""
     _, in_d, in_h, in_w, channels = x_shape
     k_d, k_h, k_w = w_shape[:3]
     _, out_d, out_h, out_w, _ = out_shape
@@ -210,7 +210,9 @@ def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
     row_h = ((i_h >= 0) & (i_h < in_h))[None, :, None, :, None]
     slot_w = np.concatenate([np.ones((1, k_w), bool), ((i_w >= 0) & (i_w < in_w))[edges]])
     valid = (row_d & row_h)[:, :, None] & slot_w[None, None, :, None, None, :]
-    slot_col = np.concatenate([np.arange(k_w)[None] * dw, i_w[edges]])
+    # each slot's input columns: column ow_lo's for the interior slot (unused when there
+    # are no interior columns, ow_lo then 0), then each edge column's
+    slot_col = np.concatenate([i_w[ow_lo:ow_lo + 1], i_w[edges]])
     offset = ((i_d[:, None, None, :, None, None] * in_h + i_h[None, :, None, None, :, None])
               * in_w + slot_col[None, None, :, None, None, :]) * channels
     rows, slots, taps = out_d * out_h, 1 + edges.size, k_d * k_h * k_w

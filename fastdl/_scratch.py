@@ -25,10 +25,10 @@ _local = threading.local()
 
 def empty(role, shape, dtype):
     """An uninitialised C-contiguous array of `shape` and `dtype`: this thread's buffer
-    for `role` (a string) when the size is between MIN_BYTES and MAX_BYTES, else a new
-    array."""
+    for `role` (a string) when the size is between MIN_BYTES and MAX_BYTES, else (and
+    for role None) a new array."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if not MIN_BYTES <= nbytes <= MAX_BYTES:
+    if role is None or not MIN_BYTES <= nbytes <= MAX_BYTES:
         return np.empty(shape, dtype=dtype)
     buffers = _local.__dict__.setdefault("buffers", {})
     buffer = buffers.get(role)

@@ -295,7 +295,6 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
     other path)."""
     cdef Py_ssize_t sd = stride[0], sh = stride[1], sw = stride[2]
     cdef Py_ssize_t dd = dilation[0], dh = dilation[1], dw = dilation[2]
-    cdef Py_ssize_t pd = pads[0], ph = pads[1], pw = pads[2]
     # channels-first arrays are (N, C, D, H, W): read their sizes in channels-last order
     cdef int c_axis = 1 if channels_first_out else 4
     cdef int d_axis = 2 if channels_first_out else 1
@@ -322,7 +321,7 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
         (n_batch, out_d, out_h, out_w, out_c), (k_d, k_h, k_w, c_per_group, out_c), stride, groups, num_threads, sizeof(real))
     if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
         raise ValueError("channels-first input or output is only supported on the SMALL path")
-    if (pd or ph or pw) and path != _conv_plan.DEPTHWISE:
+    if any(pads) and path != _conv_plan.DEPTHWISE:
         raise ValueError("padding in the kernel is only supported on the DEPTHWISE path")
 
     cdef const Py_ssize_t[::1] koff
@@ -417,9 +416,9 @@ def conv_ndhwc(const real[:, :, :, :, ::1] xp not None,
             x_img = xp_ptr + n * in_d * in_h * in_w * in_c
             out_row = out_ptr + row * out_w * out_c
             if ow_hi > ow_lo:
-                _depthwise_row(isa, x_img + (ow_lo * sw - pw) * in_c, w_ptr, b_ptr,
-                               out_row + ow_lo * out_c, ow_hi - ow_lo, out_c, sw * in_c,
-                               &toff[r, 0, 0], &wtap[r, 0, 0], tap_counts[r, 0])
+                _depthwise_row(isa, x_img, w_ptr, b_ptr, out_row + ow_lo * out_c,
+                               ow_hi - ow_lo, out_c, sw * in_c, &toff[r, 0, 0],
+                               &wtap[r, 0, 0], tap_counts[r, 0])
             for e in range(n_edges):
                 _depthwise_row(isa, x_img, w_ptr, b_ptr, out_row + edges[e] * out_c, 1, out_c,
                                0, &toff[r, 1 + e, 0], &wtap[r, 1 + e, 0], tap_counts[r, 1 + e])

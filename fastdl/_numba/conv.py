@@ -678,10 +678,10 @@ def _conv_im2col(x, w, bias, out, dims, tile_rows, threads):
 
 
 # DEPTHWISE path (groups == C_in == C_out): output channel c reads input channel c only.
-# Blocks of _DW_PIXELS pixels x _NARROW_CHUNK channels are summed over the taps in a
-# stack buffer promoted to registers (as the SMALL blocks below, but each multiply-add
+# Blocks of _DW_PIXELS pixels x _NARROW_CHUNK channels are summed over a list of taps in
+# a stack buffer promoted to registers (as the SMALL blocks above, but each multiply-add
 # reads an input vector along the channels instead of broadcasting one value); the
-# channels and pixels the blocks leave go through a plain loop.
+# channels the blocks leave go through a plain loop.
 _DW_PIXELS = 4
 
 
@@ -742,15 +742,13 @@ def _depthwise_row(x, w, bias, out, x_row, out_row, out_w, channels, pixel_step,
 
 
 @njit_parallel
-def _conv_depthwise(x, w, bias, out, dims, pads, columns, edges, tap_counts, toff, wtap,
-                    threads):
+def _conv_depthwise(x, w, bias, out, dims, columns, edges, tap_counts, toff, wtap, threads):
     """The DEPTHWISE path: for each output row, the columns whose taps all lie inside the
     input in one _depthwise_row call, each edge column in one of its own, over the taps
-    _conv_plan.depthwise_taps lists (all, or those outside the padding `pads`)."""
+    _conv_plan.depthwise_taps lists (all, or those outside the padding)."""
     (n_batch, in_d, in_h, in_w, in_c, out_d, out_h, out_w, out_c,
      k_d, k_h, k_w, c_per_group, sd, sh, sw, dd, dh, dw, groups) = dims
     ow_lo, ow_hi = columns
-    pw = pads[2]
     # One task per output row (n, od, oh): each thread writes only its own rows.
     for row in prange(n_batch * out_d * out_h):
         n = row // (out_d * out_h)
@@ -758,9 +756,8 @@ def _conv_depthwise(x, w, bias, out, dims, pads, columns, edges, tap_counts, tof
         x_img = n * in_d * in_h * in_w * in_c
         out_row = row * out_w * out_c
         if ow_hi > ow_lo:
-            _depthwise_row(x, w, bias, out, x_img + (ow_lo * sw - pw) * in_c,
-                           out_row + ow_lo * out_c, ow_hi - ow_lo, out_c, sw * in_c,
-                           toff[r, 0], wtap[r, 0], tap_counts[r, 0])
+            _depthwise_row(x, w, bias, out, x_img, out_row + ow_lo * out_c, ow_hi - ow_lo,
+                           out_c, sw * in_c, toff[r, 0], wtap[r, 0], tap_counts[r, 0])
         for e in range(edges.shape[0]):
             _depthwise_row(x, w, bias, out, x_img, out_row + edges[e] * out_c, 1, out_c, 0,
                            toff[r, 1 + e], wtap[r, 1 + e], tap_counts[r, 1 + e])
@@ -796,8 +793,7 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     if path == _conv_plan.DEPTHWISE:
         ow_lo, ow_hi, *taps = _conv_plan.depthwise_taps(x_shape, w.shape, shape, tuple(stride),
                                                         tuple(dilation), tuple(pads))
-        run_parallel(_conv_depthwise, threads, *flat[:4], dims, tuple(pads), (ow_lo, ow_hi),
-                     *taps, threads)
+        run_parallel(_conv_depthwise, threads, *flat[:4], dims, (ow_lo, ow_hi), *taps, threads)
         return
     if path == _conv_plan.SMALL:
         koff = _conv_plan.reduction_offsets(x_shape, w.shape, dilation, channels_first_in)
