@@ -139,6 +139,25 @@ def test_most_specific_selection_wins(kernel_calls, monkeypatch):
     assert kernel_calls == [fallback, "numpy", "cython", "numpy", "cython", "cython"]
 
 
+def test_environment_variable_is_read_on_every_call(monkeypatch):
+    """Set, changed, emptied and removed while the process runs (the variable is looked
+    up without os.environ.get when unset, see _dispatch._environment_backend)."""
+    need("numpy")
+    monkeypatch.delenv("FASTDL_BACKEND", raising=False)
+    assert fastdl.get_backend() == AVAILABLE[0]
+    monkeypatch.setenv("FASTDL_BACKEND", "numpy")
+    assert fastdl.get_backend() == "numpy"
+    monkeypatch.setenv("FASTDL_BACKEND", AVAILABLE[0])
+    assert fastdl.get_backend() == AVAILABLE[0]
+    monkeypatch.setenv("FASTDL_BACKEND", "")  # empty: not set
+    assert fastdl.get_backend() == AVAILABLE[0]
+    monkeypatch.setenv("FASTDL_BACKEND", "fortran")
+    with pytest.raises(ValueError, match="FASTDL_BACKEND.*fortran"):
+        fastdl.get_backend()
+    monkeypatch.delenv("FASTDL_BACKEND")
+    assert fastdl.get_backend() == AVAILABLE[0]
+
+
 def test_environment_variable_in_a_fresh_process():
     code = f"""
         import sys; sys.path.insert(0, {str(ROOT)!r})

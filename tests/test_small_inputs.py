@@ -215,6 +215,11 @@ SERIAL_BN_CASES = [
     ((3, 4, 4, 5), 1),       # columns, 16 values per channel and row (parameters repeated)
     ((2, 3, 8, 9), 1),       # segments of 72 values
     ((1, 2, 5000), 1),       # segments of two pieces each
+    # from FOLD_MIN_VALUES values on, numba takes short rows several at a time:
+    ((1024, 16), -1),        # 4 (float32) or 2 (float64) rows at a time
+    ((1030, 16), -1),        # rows not a multiple of 4: 2 at a time
+    ((4099, 3), -1),         # a prime number of rows: one at a time
+    ((700, 2, 3), 1),        # 10 or 5 rows of 2 channels x 3 values at a time
 ]
 STATISTICS_DTYPES = {"f32": (np.float32, np.float32), "f64": (np.float64, np.float64),
                      "mixed": (np.float32, np.float64), "none": None}

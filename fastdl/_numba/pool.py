@@ -28,7 +28,7 @@ def _combine(m, v, average):
 
 
 @njit_parallel
-def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
+def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_threads):
     n_batch, in_h, in_w, channels = x.shape
     _, out_h, out_w, _ = out.shape
     rows_in = x.reshape(n_batch, in_h, in_w * channels)  # 1-d rows vectorise better
@@ -37,8 +37,9 @@ def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
     scale = out.dtype.type(1.0) / out.dtype.type(kh * kw)
     rows = n_batch * out_h
     # A block of output rows per task (each writes only its own rows), so the scratch
-    # line is allocated once per block. The wrapper's padding rule guarantees every
-    # window at least one input row and column.
+    # line is allocated once per block; a few blocks per thread even out uneven rows.
+    # The wrapper's padding rule guarantees every window at least one input row and column.
+    num_blocks = 1 if num_threads == 1 else min(rows, 8 * num_threads)
     for block in prange(num_blocks):
         line = np.empty(in_w, x.dtype)
         for row in range(block * rows // num_blocks, (block + 1) * rows // num_blocks):
@@ -100,19 +101,16 @@ def _pool_nhwc(x, out, kh, kw, sh, sw, pad_top, pad_left, average, num_blocks):
                 dst[ow] = r * scale if average else r
 
 
-def _num_blocks(out, num_threads):
-    # a few blocks per thread even out uneven rows; each block allocates one line
-    return min(out.shape[0] * out.shape[1], 8 * num_threads)
-
-
 def max_pool_nhwc(x, out, size, stride, pads, num_threads):
     """out[n, oh, ow, :] = max over the window's in-bounds cells of x (N, H, W, C);
     ``pads`` = (top, left): the bottom/right padding is implied by out's shape."""
-    run_parallel(_pool_nhwc, num_threads, x, out, *size, *stride, *pads, False,
-                 _num_blocks(out, num_threads))
+    (kh, kw), (sh, sw), (top, left) = size, stride, pads
+    run_parallel(_pool_nhwc, num_threads, x, out, kh, kw, sh, sw, top, left, False,
+                 num_threads)
 
 
 def avg_pool_nhwc(x, out, size, stride, pads, num_threads):
     """out[n, oh, ow, :] = sum over the window's in-bounds cells / (size_h * size_w)."""
-    run_parallel(_pool_nhwc, num_threads, x, out, *size, *stride, *pads, True,
-                 _num_blocks(out, num_threads))
+    (kh, kw), (sh, sw), (top, left) = size, stride, pads
+    run_parallel(_pool_nhwc, num_threads, x, out, kh, kw, sh, sw, top, left, True,
+                 num_threads)
