@@ -11,7 +11,7 @@ transposes).
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _scratch
 from ._dispatch import get_num_threads, kernels
 
 
@@ -53,10 +53,10 @@ def sliding_window_attention(x, key, value, *, stride=1, padding="valid", normal
     # read and write in place (a transposing copy of a 64-channel batch costs more than
     # the attention itself).
     if spec.channels_first:
-        out = np.empty((n, out_channels) + spec.out_spatial, dtype=dtype)
+        out = _scratch.result((n, out_channels) + spec.out_spatial, dtype)
         x_in = _checks.kernel_array(np.moveaxis(spec.x, -1, 1), dtype)
     else:
-        out = np.empty((n,) + spec.out_spatial + (out_channels,), dtype=dtype)
+        out = _scratch.result((n,) + spec.out_spatial + (out_channels,), dtype)
         x_in = _checks.kernel_array(spec.x, dtype)
     if n:
         leading_pads = (spec.pads[0][0], spec.pads[1][0])

@@ -73,13 +73,13 @@ def _conv(nd, x, weight, bias, stride, padding, dilation, groups, layout, backen
     pad_in_kernel = (padded and not small and _conv_plan.takes_depthwise_path(
         w.shape[3], out_channels, geometry.groups) and bool(np.isfinite(w).all()))
     if write_first:
-        out = np.empty((n, out_channels) + unit + out_spatial, dtype=dtype)
+        out = _scratch.result((n, out_channels) + unit + out_spatial, dtype)
         result = out.reshape((n, out_channels) + out_spatial)
     elif geometry.channels_first:  # the kernel's channels-last output is a temporary
         out = _scratch.empty("conv output", (n,) + unit + out_spatial + (out_channels,), dtype)
-        result = np.empty((n, out_channels) + out_spatial, dtype=dtype)
+        result = _scratch.result((n, out_channels) + out_spatial, dtype)
     else:
-        out = np.empty((n,) + unit + out_spatial + (out_channels,), dtype=dtype)
+        out = _scratch.result((n,) + unit + out_spatial + (out_channels,), dtype)
         result = out.reshape((n,) + out_spatial + (out_channels,))
     if n:
         xp = _kernel_input(module, spec, nd, read_first, padded and not pad_in_kernel)

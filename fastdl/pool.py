@@ -9,7 +9,7 @@ the rows); an NCHW-shaped view of channels-last memory takes the channels-last p
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _scratch
 from ._dispatch import kernels, threads_for
 
 
@@ -45,16 +45,19 @@ def _pool(kernel_name, x, size, stride, padding, layout, backend):
     out_h, out_w = geometry.out_spatial
     dtype = spec.x.dtype
     pads = (geometry.pads[0][0], geometry.pads[1][0])  # bottom/right are implied by out's shape
+    # a small input's result (about its size or less) comes from malloc's reused blocks
+    # anyway: skip _scratch.result's checks (0.2 us of a 3 us call)
+    new_result = np.empty if spec.x.nbytes < _scratch.MIN_BYTES else _scratch.result
     if geometry.channels_first and not spec.x.flags.c_contiguous:
         # NCHW memory: pool the N*C planes in place as single-channel images.
-        out = np.empty((n, channels, out_h, out_w), dtype=dtype)
+        out = new_result((n, channels, out_h, out_w), dtype)
         if out.size:
             planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=dtype)
             kernel(planes.reshape(n * channels, in_h, in_w, 1),
                    out.reshape(n * channels, out_h, out_w, 1), geometry.size, geometry.stride,
                    pads, threads_for(planes.size))
     else:
-        out = np.empty((n, out_h, out_w, channels), dtype=dtype)
+        out = new_result((n, out_h, out_w, channels), dtype)
         if out.size:
             # The one copy the kernel may need: C order, native bytes.
             xc = np.ascontiguousarray(spec.x, dtype=dtype)
