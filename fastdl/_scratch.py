@@ -25,8 +25,9 @@ the next call -- what a caching allocator does (glibc does the same below 32 MB)
 reference counts cannot tell (no sys.getrefcount, or free-threaded CPython), results
 are new arrays. A result is then a view: ``result.base`` is the byte buffer.
 
-Between MIN_BYTES and MAX_BYTES only: smaller arrays come from malloc's reused blocks
-anyway. Threads never share a buffer. ``release()`` drops this thread's buffers.
+Temporaries between MIN_BYTES and MAX_BYTES, results between MIN_BYTES and
+RESULT_MAX_BYTES: smaller arrays come from malloc's reused blocks anyway. Threads never
+share a buffer. ``release()`` drops this thread's buffers.
 """
 
 import math
@@ -39,8 +40,12 @@ MAX_BYTES = 64 << 20
 # Below this an array comes from malloc's reused small blocks anyway.
 MIN_BYTES = 1 << 18
 # Buffers kept for results per thread: a chain of calls (y = conv(x); z = conv(y)) needs
-# two, one still the input of the next call; one more for a second op in the chain.
+# two, one still the input of the next call; one more for a second op in the chain. A
+# result may be larger than a temporary (a float64 batch norm of 64x56x56x64: 103 MB);
+# the thread's result buffers together stay within RESULT_TOTAL_BYTES.
 RESULT_SLOTS = 3
+RESULT_MAX_BYTES = 128 << 20
+RESULT_TOTAL_BYTES = 256 << 20
 # Reference counts tell whether a buffer is free only with a GIL.
 RECYCLES_RESULTS = hasattr(sys, "getrefcount") and getattr(sys, "_is_gil_enabled", lambda: True)()
 
@@ -66,8 +71,8 @@ def result(shape, dtype):
     the memory of an earlier result no array uses any more, when there is one of the
     size (see the module docstring), else new memory. `dtype`: a np.dtype."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < MIN_BYTES or nbytes > MAX_BYTES or not RECYCLES_RESULTS:
-        return np.empty(shape, dtype)  # (small calls: 0.05 us more than np.empty)
+    if nbytes < MIN_BYTES or nbytes > RESULT_MAX_BYTES or not RECYCLES_RESULTS:
+        return np.empty(shape, dtype)
     slots = _local.__dict__.setdefault("results", [])
     chosen = None
     for buffer in slots:
@@ -78,9 +83,10 @@ def result(shape, dtype):
                 chosen = buffer
     if chosen is None:
         chosen = np.empty(nbytes, dtype=np.uint8)
-        if len(slots) == RESULT_SLOTS:
-            # make room: a buffer no array uses (too small for this call), else the
-            # oldest one (its arrays keep it alive until they die)
+        # Make room: drop buffers no array uses (too small for this call), then the
+        # oldest ones (their arrays keep them alive until they die).
+        while slots and (len(slots) == RESULT_SLOTS or
+                         sum(b.size for b in slots) + nbytes > RESULT_TOTAL_BYTES):
             unused = [i for i in range(len(slots)) if sys.getrefcount(slots[i]) == 2]
             del slots[unused[0] if unused else 0]
         slots.append(chosen)

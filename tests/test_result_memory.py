@@ -167,6 +167,20 @@ def _owner(array):
     return array
 
 
+def test_result_buffers_stay_within_their_total(recycle_everything, monkeypatch):
+    monkeypatch.setattr(_scratch, "RESULT_TOTAL_BYTES", 2500)
+    f64 = np.dtype(np.float64)
+    for _ in range(2):
+        live = [_scratch.result((125,), f64) for _ in range(4)]  # 1000 bytes each
+        held = _scratch._local.results
+        assert len(held) == 2 and sum(b.size for b in held) <= 2500
+        assert all(_address(a) in _held_addresses() for a in live[-2:])
+        for i, a in enumerate(live):
+            a[...] = i  # each its own memory
+        assert [a[0] for a in live] == [0, 1, 2, 3]
+        del live, a
+
+
 def test_results_own_their_memory_without_recycling(backend, monkeypatch):
     """Where reference counts cannot tell (RECYCLES_RESULTS False), results are new arrays."""
     monkeypatch.setattr(_scratch, "RECYCLES_RESULTS", False)
