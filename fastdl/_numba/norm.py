@@ -31,7 +31,7 @@ SEGMENT_MIN = 64
 PIECE = 4096
 COLUMN_TILE = 1024
 RUN_BYTES = 256  # the columns scale/shift walks rows in runs of this many bytes
-FOLD_MIN_VALUES = 1024  # small inputs from this size fold short rows (_normalize_serial)
+FOLD_MIN_VALUES = 4096  # small inputs from this size fold short rows (_normalize_serial)
 
 
 @njit_serial
