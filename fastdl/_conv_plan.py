@@ -179,7 +179,6 @@ def reduction_offsets(x_shape, w_shape, dilation, channels_first=False):
     return offsets
 
 
-@functools.lru_cache(maxsize=256)
 def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
     """DEPTHWISE path: the taps each output row reads when the kernel skips the ones in
     the padding. x_shape: the kernel's channels-last input (N, D, H, W, C), padded by
@@ -191,10 +190,17 @@ def depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
     1 + e: the edge column edges[e]) the kernel reads counts[r, s] taps: toff[r, s, t], the
     offset of tap t's input from the image's first element for the slot's first column
     (slot 0: column ow_lo, each next column sw pixels on), and wtap[r, s, t], its weight
-    row. Cached, read-only (calls on one shape share them)."""
-    _, in_d, in_h, in_w, channels = x_shape
-    k_d, k_h, k_w = w_shape[:3]
-    _, out_d, out_h, out_w, _ = out_shape
+    row. Cached, read-only (calls on one image shape share them, whatever the batch)."""
+    return _depthwise_taps(x_shape[1:], w_shape[:3], out_shape[1:4], stride, dilation, pads)
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_taps(x_shape, w_shape, out_shape, stride, dilation, pads):
+    """depthwise_taps for one image: x_shape (D, H, W, C), w_shape (KD, KH, KW), out_shape
+    (D, H, W)."""
+    in_d, in_h, in_w, channels = x_shape
+    k_d, k_h, k_w = w_shape
+    out_d, out_h, out_w = out_shape
     (sd, sh, sw), (dd, dh, dw), (pd, ph, pw) = stride, dilation, pads
     # input coordinate of each (output coordinate, kernel tap) along each dim
     i_d = np.arange(out_d)[:, None] * sd - pd + np.arange(k_d) * dd
