@@ -26,11 +26,18 @@ steer tiny inputs onto each path):
 
 Both GEMM paths split the output into tiles across our own threads and call BLAS on each
 tile, so BLAS itself must run single-threaded meanwhile (see ``blas_single_threaded``).
+
+A call's plan (``choose``, and the numba backend's argument tuple) is a pure function of
+shapes, arguments and these thresholds, so it is cached per distinct call (``cached_plan``):
+deriving it cost 1-3 us, a quarter of a small conv's whole call. Setting any attribute of
+this module clears those caches, so a plan never outlives the thresholds it was made with.
 """
 
 import contextlib
 import functools
+import sys
 import threading
+import types
 
 import numpy as np
 
@@ -102,6 +109,31 @@ FIRST_INPUT_MAX_CHANNELS = 16
 FIRST_INPUT_PADDED_MAX_CHANNELS = 4
 
 
+_plan_caches = []
+
+
+def cached_plan(function):
+    """``functools.lru_cache`` for a plan function (hashable arguments only; exceptions
+    are not cached, so a bad call raises every time), cleared with the others whenever
+    this module's thresholds change."""
+    cached = functools.lru_cache(maxsize=256)(function)
+    _plan_caches.append(cached)
+    return cached
+
+
+class _PlanModule(types.ModuleType):
+    """This module's type: setting a threshold (the tests steer paths that way) clears
+    every cached plan."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        for cache in _plan_caches:
+            cache.cache_clear()
+
+
+sys.modules[__name__].__class__ = _PlanModule
+
+
 def reads_channels_first(in_c, padded):
     """Whether a channels-first SMALL-path call reads its input channels-first."""
     return in_c <= (FIRST_INPUT_PADDED_MAX_CHANNELS if padded else FIRST_INPUT_MAX_CHANNELS)
@@ -124,6 +156,7 @@ def takes_depthwise_path(c_per_group, out_c, groups):
     return c_per_group == 1 and out_c == groups and groups >= DEPTHWISE_MIN_CHANNELS
 
 
+@cached_plan
 def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     """Return (path, threads, tile_rows, limit_blas) for one conv call; limit_blas says
     whether BLAS must be held to one thread around the kernel."""

@@ -167,6 +167,28 @@ def test_conv_path_matches_torch(case, path, backend, dtype, torch, rng, monkeyp
         assert seen == [want], f"kernel took path {seen}, expected {want}"
 
 
+def test_cached_plans_follow_the_thresholds(monkeypatch):
+    """choose() and the numba backend's call plan are cached per distinct call; setting
+    any threshold of _conv_plan clears them, so a steered call never gets a plan made
+    under the old thresholds (and undoing the change brings the old plan back)."""
+    out_shape, w_shape, stride = (2, 1, 8, 8, 16), (1, 3, 3, 4, 16), (1, 1, 1)
+    choose_args = (out_shape, w_shape, stride, 1, 2, 4)
+    numba_conv = pytest.importorskip("fastdl._numba.conv")
+    plan_args = ((2, 1, 10, 10, 4), w_shape, out_shape, stride, (1, 1, 1), 1, 2, 4, False,
+                 False, (0, 0, 0), False)
+    for steered in (False, True, False):
+        if steered:
+            monkeypatch.setattr(_conv_plan, "SMALL_MAX_REDUCTION", 0)
+        else:
+            monkeypatch.undo()
+        plan, call_plan = _conv_plan.choose(*choose_args), numba_conv._call_plan(*plan_args)
+        assert _conv_plan.choose(*choose_args) is plan  # answered from the cache
+        assert numba_conv._call_plan(*plan_args) is call_plan
+        want_small = not steered
+        assert (plan[0] == _conv_plan.SMALL) == want_small
+        assert (call_plan[0] == _conv_plan.SMALL) == want_small
+
+
 CHANNELS_FIRST = {1: "NCW", 2: "NCHW", 3: "NCDHW"}
 CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
 

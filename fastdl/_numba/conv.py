@@ -26,7 +26,6 @@ Arrays are passed flat with their shapes in ``dims``; hot loops index through ``
 access, which stops LLVM vectorising the loop (7x slower copies, measured).
 """
 
-import functools
 
 import llvmlite.binding as llvm
 import numba
@@ -770,13 +769,6 @@ def _channels_last_shape(shape):
     return shape[:1] + shape[2:] + shape[1:2]
 
 
-@functools.lru_cache(maxsize=256)
-def _kernel_dims(x_shape, out_shape, w_shape, stride, dilation, groups):
-    """The kernels' dims tuple: the shapes (channels-last), stride, dilation and groups
-    (cached: building it was 0.4 us of a 12 us small conv1d call)."""
-    return x_shape + out_shape[1:] + w_shape[:4] + stride + dilation + (groups,)
-
-
 def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels_first_out=False,
                channels_first_in=False, pads=(0, 0, 0)):
     """out[n, od, oh, ow, :] = bias + sum over taps and channels; xp is already padded,
@@ -784,44 +776,62 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
     that padding. channels_first_out: out is (N, C_out, D, H, W) instead;
     channels_first_in: xp is (N, C_in, D, H, W) (SMALL path only for both, see
     conv.py)."""
+    path, threads, limit_blas, plan_args = _call_plan(
+        xp.shape, w.shape, out.shape, tuple(stride), tuple(dilation), groups, num_threads,
+        out.itemsize, channels_first_out, channels_first_in, tuple(pads), SMALL_WIDE)
+    arrays = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1))
+    if path == _conv_plan.DIRECT:
+        run_parallel(_conv_direct, threads, *arrays, *plan_args)
+    elif path == _conv_plan.DEPTHWISE:
+        run_parallel(_conv_depthwise, threads, *arrays, *plan_args)
+    elif path == _conv_plan.SMALL:
+        run_parallel(_conv_small, threads, *arrays, *plan_args)
+    else:
+        _register_blas()
+        kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
+        with _conv_plan.blas_single_threaded(limit_blas):
+            run_parallel(kernel, threads, *arrays, *plan_args)
+
+
+@_conv_plan.cached_plan
+def _call_plan(x_shape, w_shape, out_shape, stride, dilation, groups, num_threads, itemsize,
+               channels_first_out, channels_first_in, pads, small_wide):
+    """(path, threads, limit_blas, the path kernel's arguments after the four arrays):
+    everything conv_ndhwc derives from the shapes and scalar arguments, cached (a training
+    loop repeats its shapes; deriving it per call was 2.9 us of a 12 us small conv1d)."""
     # the plan and the kernels' dims take the channels-last shape (N, D, H, W, C)
-    shape = _channels_last_shape(out.shape) if channels_first_out else out.shape
-    x_shape = _channels_last_shape(xp.shape) if channels_first_in else xp.shape
-    path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w.shape, stride, groups,
-                                                             num_threads, out.itemsize)
+    shape = _channels_last_shape(out_shape) if channels_first_out else out_shape
+    if channels_first_in:
+        x_shape = _channels_last_shape(x_shape)
+    path, threads, tile_rows, limit_blas = _conv_plan.choose(shape, w_shape, stride, groups,
+                                                             num_threads, itemsize)
     if (channels_first_out or channels_first_in) and path != _conv_plan.SMALL:
         raise ValueError("channels-first input or output: only the SMALL path reads or "
                          "writes that layout")
     if any(pads) and path != _conv_plan.DEPTHWISE:
         raise ValueError("padding in the kernel: only the DEPTHWISE path skips padded taps")
-    dims = _kernel_dims(x_shape, shape, w.shape, tuple(stride), tuple(dilation), groups)
-    flat = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1), dims)
+    # the kernels' dims: the shapes (channels-last), stride, dilation and groups
+    dims = x_shape + shape[1:] + w_shape[:4] + stride + dilation + (groups,)
     if path == _conv_plan.DIRECT:
-        run_parallel(_conv_direct, threads, *flat, threads)
-        return
+        return path, threads, limit_blas, (dims, threads)
     if path == _conv_plan.DEPTHWISE:
-        ow_lo, ow_hi, *taps = _conv_plan.depthwise_taps(x_shape, w.shape, shape, tuple(stride),
-                                                        tuple(dilation), tuple(pads))
-        run_parallel(_conv_depthwise, threads, *flat[:4], dims, (ow_lo, ow_hi), *taps, threads)
-        return
+        ow_lo, ow_hi, *taps = _conv_plan.depthwise_taps(x_shape, w_shape, shape, stride,
+                                                        dilation, pads)
+        return path, threads, limit_blas, (dims, (ow_lo, ow_hi), *taps, threads)
     if path == _conv_plan.SMALL:
-        koff = _conv_plan.reduction_offsets(x_shape, w.shape, dilation, channels_first_in)
+        koff = _conv_plan.reduction_offsets(x_shape, w_shape, dilation, channels_first_in)
         in_steps = _conv_plan.input_steps(x_shape, channels_first_in)
-        wide = SMALL_WIDE and out.itemsize == 4
+        wide = small_wide and itemsize == 4
         # (tile_w: channels-first rows only)
-        tile_w = (_conv_plan.first_tile_pixels(shape[3], shape[4], out.itemsize)
+        tile_w = (_conv_plan.first_tile_pixels(shape[3], shape[4], itemsize)
                   if channels_first_out else 0)
         # channels-first output: wide blocks straight into the planes for short reductions
         # (as the C kernel's; longer ones go through row tiles, see _conv_plan)
         first_blocks = (channels_first_out and wide and (shape[4] // groups) % _WIDE_CHUNK == 0
                         and koff.size < _conv_plan.FIRST_TILE_MIN_REDUCTION)
-        run_parallel(_conv_small, threads, *flat[:4], koff, dims, in_steps, channels_first_out,
-                     first_blocks, tile_w, wide, threads)
-        return
-    _register_blas()
-    kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
-    with _conv_plan.blas_single_threaded(limit_blas):
-        run_parallel(kernel, threads, *flat, tile_rows, threads)
+        return path, threads, limit_blas, (koff, dims, in_steps, channels_first_out,
+                                           first_blocks, tile_w, wide, threads)
+    return path, threads, limit_blas, (dims, tile_rows, threads)
 
 
 # Layout changes for channels-first calls. NumPy's copy of a moveaxis view reads (or
