@@ -613,47 +613,36 @@ def pool_geometry(spatial, size, stride, padding, names=None):
     return size, stride, pads, out_spatial
 
 
-class PoolSpec:
-    """Validated pooling arguments: x channels-last and batched (a view), geometry."""
-
-    __slots__ = ("x", "geometry")
-
-    def __init__(self, x, geometry):
-        self.x, self.geometry = x, geometry
-
-
 class PoolCallGeometry(NamedTuple):
     """The shape side of a validated pooling call (memoised per shape and arguments)."""
 
     size: tuple
     stride: tuple
     pads: tuple  # (before, after) per spatial dim
+    kernel_pads: tuple  # (top, left): the kernels' bottom/right padding follows from out
     out_spatial: tuple
     batched: bool
     channels_first: bool
 
 
 def pool_arguments(x, size, stride, padding, layout):
-    """Validate a max_pool2d / avg_pool2d call; return a PoolSpec (x not yet copied)."""
-    layout = check_layout(layout, POOL_LAYOUTS)
+    """Validate a max_pool2d / avg_pool2d call; return (x as a float array, not copied
+    and in the caller's layout and rank, its PoolCallGeometry)."""
     x = as_float_array("x", x)
-    geometry = pool_call_geometry(x.shape, layout, size, stride, padding)
-    if not geometry.batched:
-        x = x[np.newaxis]
-    if geometry.channels_first:  # a view: the one copy happens when the kernel input is made
-        x = np.moveaxis(x, 1, -1)
-    return PoolSpec(x, geometry)
+    return x, pool_call_geometry(x.shape, layout, size, stride, padding)
 
 
 @memoized_for_plain_arguments(array_facts=1)
 def pool_call_geometry(x_shape, layout, size, stride, padding):
     """The checks of pool_arguments that need only x's shape and the scalar arguments."""
+    layout = check_layout(layout, POOL_LAYOUTS)
     channels_first = layout == "NCHW"
     check_shape_rank("x", x_shape, (3, 4), f"{layout} or unbatched {layout[1:]}")
     batched = len(x_shape) == 4
     spatial = x_shape[-2:] if channels_first else x_shape[-3:-1]
     size, stride, pads, out_spatial = pool_geometry(spatial, size, stride, padding, ("H", "W"))
-    return PoolCallGeometry(size, stride, pads, out_spatial, batched, channels_first)
+    return PoolCallGeometry(size, stride, pads, (pads[0][0], pads[1][0]), out_spatial,
+                            batched, channels_first)
 
 
 # ---------------------------------------------------------------------------------------

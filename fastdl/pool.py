@@ -38,30 +38,33 @@ def avg_pool2d(x, size=2, stride=None, padding=0, *, layout="NHWC", backend=None
 
 
 def _pool(kernel_name, x, size, stride, padding, layout, backend):
-    spec = _checks.pool_arguments(x, size, stride, padding, layout)
-    geometry = spec.geometry
+    x, geometry = _checks.pool_arguments(x, size, stride, padding, layout)
     kernel = getattr(kernels("pool", backend), kernel_name)
-    n, in_h, in_w, channels = spec.x.shape
+    if not geometry.batched:
+        x = x[np.newaxis]
+    if geometry.channels_first:  # a view: the one copy happens when the kernel input is made
+        x = np.moveaxis(x, 1, -1)
+    n, in_h, in_w, channels = x.shape
     out_h, out_w = geometry.out_spatial
-    dtype = spec.x.dtype
-    pads = (geometry.pads[0][0], geometry.pads[1][0])  # bottom/right are implied by out's shape
+    dtype = x.dtype
     # a small input's result (about its size or less) comes from malloc's reused blocks
     # anyway: skip _scratch.result's checks (0.2 us of a 3 us call)
-    new_result = np.empty if spec.x.nbytes < _scratch.MIN_BYTES else _scratch.result
-    if geometry.channels_first and not spec.x.flags.c_contiguous:
+    new_result = np.empty if x.nbytes < _scratch.MIN_BYTES else _scratch.result
+    if geometry.channels_first and not x.flags.c_contiguous:
         # NCHW memory: pool the N*C planes in place as single-channel images.
         out = new_result((n, channels, out_h, out_w), dtype)
         if out.size:
-            planes = np.ascontiguousarray(np.moveaxis(spec.x, -1, 1), dtype=dtype)
+            planes = np.ascontiguousarray(np.moveaxis(x, -1, 1))
             kernel(planes.reshape(n * channels, in_h, in_w, 1),
                    out.reshape(n * channels, out_h, out_w, 1), geometry.size, geometry.stride,
-                   pads, threads_for(planes.size))
+                   geometry.kernel_pads, threads_for(planes.size))
     else:
         out = new_result((n, out_h, out_w, channels), dtype)
         if out.size:
-            # The one copy the kernel may need: C order, native bytes.
-            xc = np.ascontiguousarray(spec.x, dtype=dtype)
-            kernel(xc, out, geometry.size, geometry.stride, pads, threads_for(xc.size))
+            # The one copy the kernel may need: C order (x is native-endian float already).
+            xc = np.ascontiguousarray(x)
+            kernel(xc, out, geometry.size, geometry.stride, geometry.kernel_pads,
+                   threads_for(xc.size))
         if geometry.channels_first:  # NCHW shape over channels-last memory: return NCHW
             out = np.ascontiguousarray(np.moveaxis(out, -1, 1))
     return out if geometry.batched else out[0]
