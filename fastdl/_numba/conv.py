@@ -26,7 +26,6 @@ Arrays are passed flat with their shapes in ``dims``; hot loops index through ``
 access, which stops LLVM vectorising the loop (7x slower copies, measured).
 """
 
-
 import llvmlite.binding as llvm
 import numba
 import numpy as np
