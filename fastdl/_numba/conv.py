@@ -187,7 +187,8 @@ def _target_has_avx512():
 
 
 # Whether conv_ndhwc asks for the WIDE block in float32; both shapes are compiled into
-# _conv_small (the tests switch this to run each).
+# _conv_small (the tests switch this to run each). The DEPTHWISE block width follows it
+# once, at import (_DW_PIXELS, a compile-time constant).
 SMALL_WIDE = _target_has_avx512()
 
 
@@ -781,17 +782,13 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         xp.shape, w.shape, out.shape, tuple(stride), tuple(dilation), groups, num_threads,
         out.itemsize, channels_first_out, channels_first_in, tuple(pads), SMALL_WIDE)
     arrays = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1))
-    if path == _conv_plan.DIRECT:
-        run_parallel(_conv_direct, threads, *arrays, *plan_args)
-    elif path == _conv_plan.DEPTHWISE:
-        run_parallel(_conv_depthwise, threads, *arrays, *plan_args)
-    elif path == _conv_plan.SMALL:
-        run_parallel(_conv_small, threads, *arrays, *plan_args)
-    else:
+    kernel = _PATH_KERNELS[path]
+    if path in (_conv_plan.SHIFTED, _conv_plan.IM2COL):
         _register_blas()
-        kernel = _conv_shifted if path == _conv_plan.SHIFTED else _conv_im2col
         with _conv_plan.blas_single_threaded(limit_blas):
             run_parallel(kernel, threads, *arrays, *plan_args)
+    else:
+        run_parallel(kernel, threads, *arrays, *plan_args)
 
 
 @_conv_plan.cached_plan
@@ -833,6 +830,11 @@ def _call_plan(x_shape, w_shape, out_shape, stride, dilation, groups, num_thread
         return path, threads, limit_blas, (koff, dims, in_steps, channels_first_out,
                                            first_blocks, tile_w, wide, threads)
     return path, threads, limit_blas, (dims, tile_rows, threads)
+
+
+_PATH_KERNELS = {_conv_plan.DIRECT: _conv_direct, _conv_plan.DEPTHWISE: _conv_depthwise,
+                 _conv_plan.SMALL: _conv_small, _conv_plan.SHIFTED: _conv_shifted,
+                 _conv_plan.IM2COL: _conv_im2col}
 
 
 # Layout changes for channels-first calls. NumPy's copy of a moveaxis view reads (or
