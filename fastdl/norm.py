@@ -30,33 +30,32 @@ def batch_norm(x, gamma, beta, *, eps=1e-5, training=True, running_mean=None,
 
     Returns a new array of x's shape, dtype ``np.result_type(x, gamma, beta)``.
     """
-    spec = _checks.batch_norm_arguments(x, gamma, beta, eps, training, running_mean,
-                                        running_var, decay, axis)
+    x, gamma, beta, eps, running_mean, running_var, decay, layout = (
+        _checks.batch_norm_arguments(x, gamma, beta, eps, training, running_mean, running_var,
+                                     decay, axis))
     module = kernels("norm", backend)
-    x3 = np.ascontiguousarray(spec.x, dtype=spec.dtype).reshape(spec.view_shape)
-    if (threads_for(x3.size) == 1 and _plain_statistic(spec.running_mean)
-            and _plain_statistic(spec.running_var)):
+    x3 = np.ascontiguousarray(x, dtype=layout.dtype).reshape(layout.view_shape)
+    if layout.plain_statistics and threads_for(x3.size) == 1:
         # One call does it all on this thread (small inputs: the general path's separate
         # kernel calls and NumPy steps cost more than the arithmetic; same results).
         # (A small result comes from malloc's reused blocks anyway: _scratch.result's
         # checks cost 0.2 us of a 5 us call.)
         new_result = np.empty if x3.nbytes < _scratch.MIN_BYTES else _scratch.result
-        out = new_result(x3.shape, spec.dtype)
-        module.batch_norm_serial(x3, np.ascontiguousarray(spec.gamma, spec.dtype),
-                                 np.ascontiguousarray(spec.beta, spec.dtype), spec.eps,
-                                 spec.training, spec.running_mean, spec.running_var,
-                                 spec.decay, out)
-        return out.reshape(spec.x.shape)
-    if spec.training:
+        out = new_result(x3.shape, layout.dtype)
+        module.batch_norm_serial(x3, np.ascontiguousarray(gamma, layout.dtype),
+                                 np.ascontiguousarray(beta, layout.dtype), eps,
+                                 layout.training, running_mean, running_var, decay, out)
+        return out.reshape(x.shape)
+    if layout.training:
         mean, var = _batch_statistics(module, x3)
-        if spec.running_mean is not None:
-            _blend_statistic(spec.running_mean, mean, spec.decay)
-            _blend_statistic(spec.running_var, var, spec.decay)
+        if running_mean is not None:
+            _blend_statistic(running_mean, mean, decay)
+            _blend_statistic(running_var, var, decay)
     else:
-        mean = spec.running_mean.astype(np.float64, copy=False)  # only read
-        var = spec.running_var.astype(np.float64, copy=False)
-    out = _normalize(module, x3, mean, var, spec.gamma, spec.beta, spec.eps)
-    return out.reshape(spec.x.shape)
+        mean = running_mean.astype(np.float64, copy=False)  # only read
+        var = running_var.astype(np.float64, copy=False)
+    out = _normalize(module, x3, mean, var, gamma, beta, eps)
+    return out.reshape(x.shape)
 
 
 def forward_batchnorm(Z, gamma, beta, eps, cache_dict, beta_avg, mode):
@@ -96,14 +95,6 @@ def _blend_statistic(running, batch, decay):
     operations in C / numba; three NumPy calls here, each ~1 us on C values)."""
     kept = np.multiply(running, decay, dtype=np.float64)
     np.add(kept, (1 - decay) * batch, out=running, casting="unsafe")
-
-
-def _plain_statistic(running):
-    """Whether a running-statistics array (or None) can go to batch_norm_serial as it is:
-    contiguous, aligned, native bytes (others take the general path, where NumPy reads
-    and updates them)."""
-    return running is None or (running.flags.c_contiguous and running.flags.aligned
-                               and running.dtype.isnative)
 
 
 def _batch_statistics(module, x3):

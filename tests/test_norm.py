@@ -178,6 +178,34 @@ def test_running_statistics_in_odd_layouts(backend, rng):
     assert_close(running_var.astype(np.float64), 0.5 + 0.5 * x.var(axis=0), np.float64)
 
 
+def test_memoised_checks_see_what_changed(backend, rng):
+    """The checks are memoised on shapes, dtypes, flags and scalars: after a valid call,
+    the same arrays with a flag or an argument changed must still be judged afresh."""
+    x, gamma, beta = _inputs(rng, (6, 4), -1, np.float32)
+    running_mean, running_var = np.zeros(4), np.ones(4)
+
+    def call(**changes):
+        kwargs = dict(running_mean=running_mean, running_var=running_var, backend=backend)
+        return fastdl.batch_norm(x, gamma, beta, **{**kwargs, **changes})
+
+    call()  # now memoised
+    with pytest.raises(TypeError, match="training"):
+        call(training=1)  # == True, but not a bool
+    with pytest.raises(TypeError, match="axis"):
+        call(axis=True)
+    before = running_mean.copy()
+    running_mean.setflags(write=False)  # the same array, now read-only
+    with pytest.raises(ValueError, match="running_mean: is read-only"):
+        call()
+    assert np.array_equal(running_mean, before)
+    running_mean.setflags(write=True)
+    # a strided view of the same shape and dtype takes the general path, updated in place
+    storage = np.zeros(8)
+    call(running_mean=storage[::2], decay=0.5)
+    assert_close(storage[::2], 0.5 * x.astype(np.float64).mean(axis=0), np.float64)
+    assert np.array_equal(storage[1::2], np.zeros(4))
+
+
 def test_dtype_rules(backend, rng):
     x = rng.normal(size=(5, 3))
     gamma, beta = np.ones(3), np.zeros(3)
