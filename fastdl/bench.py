@@ -886,11 +886,15 @@ print(json.dumps({"import_s": imported - start, "first_call_s": done - called}))
 """
 
 
+STARTUP_REPEATS = 3  # cached start-ups per backend: one fresh process varies by ~25%
+
+
 def measure_startup(cold=True):
     """``import fastdl`` and the first conv2d call, in fresh subprocesses, per compiled
     backend. Numba: "cold" uses an empty NUMBA_CACHE_DIR (so it compiles), "cached" runs
     again on that same directory (loads what the cold run saved); without ``cold`` the
-    cached run uses the normal cache, already warm from this process."""
+    cached run uses the normal cache, already warm from this process. A cached start-up
+    runs STARTUP_REPEATS times and reports the medians (each run's times in "runs")."""
     rows = []
     env_base = dict(os.environ)
     path = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -906,15 +910,24 @@ def measure_startup(cold=True):
                 if backend == "numba" and cold:
                     env["NUMBA_CACHE_DIR"] = cache_dir
                 row = dict(backend=backend, cache=which if backend == "numba" else "-")
-                proc = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT, backend], env=env,
-                                      capture_output=True, text=True, timeout=600)
-                if proc.returncode != 0:
-                    last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                    row["status"] = f"error (exit {proc.returncode}): {last_line}"
-                else:
-                    row.update(json.loads(proc.stdout.strip().splitlines()[-1]), status="ok")
+                row.update(_startup_runs(backend, env, 1 if which == "cold" else STARTUP_REPEATS))
                 rows.append(row)
     return rows
+
+
+def _startup_runs(backend, env, repeats):
+    """The start-up script run ``repeats`` times: median times, each run's, and status."""
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT, backend], env=env,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            last_line = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return dict(status=f"error (exit {proc.returncode}): {last_line}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return dict(status="ok", runs=runs,
+                **{key: statistics.median(run[key] for run in runs)
+                   for key in ("import_s", "first_call_s")})
 
 
 # ---------------------------------------------------------------------------------------
@@ -1003,8 +1016,13 @@ def format_startup(rows):
         if r.get("status") != "ok":
             lines.append(f"  {r['backend']:<7} {r['cache']:<7} {r.get('status')}")
         else:
+            spread = ""
+            if len(r["runs"]) > 1:
+                firsts = [run["first_call_s"] for run in r["runs"]]
+                spread = (f" (median of {len(firsts)} runs, {_fmt_time(min(firsts))}"
+                          f" to {_fmt_time(max(firsts))})")
             lines.append(f"  {r['backend']:<7} {r['cache']:<7} import fastdl {_fmt_time(r['import_s'])}"
-                         f", first call {_fmt_time(r['first_call_s'])}")
+                         f", first call {_fmt_time(r['first_call_s'])}{spread}")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ benchmark peer (PyTorch, naive reference) computes what the fastdl call computes
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -62,6 +63,9 @@ def test_cli_quick_conv2d_writes_json_and_plot(tmp_path):
     for entry in data["startup"]:
         if entry["status"] == "ok":
             assert entry["import_s"] > 0 and entry["first_call_s"] > 0
+            firsts = [run["first_call_s"] for run in entry["runs"]]
+            assert len(firsts) == (1 if entry["cache"] == "cold" else bench.STARTUP_REPEATS)
+            assert entry["first_call_s"] == statistics.median(firsts)
     if _has_matplotlib():
         assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
