@@ -5,10 +5,10 @@ run without bounds checks, so a shape or index that gets past these functions co
 or write outside an array. Messages name the argument and state expected vs actual.
 
 Each op's checks are split in two: the arrays (type, dtype, conversion; per call) and the
-geometry (shapes, dtypes and the scalar arguments only), which is memoised with
-``memoized_for_plain_arguments`` -- a training loop calls an op on the same shapes over
-and over, and re-deriving the geometry cost 5-10 us per call, more than a small input's
-kernel.
+geometry (shapes, dtypes, the array flags that matter and the scalar arguments only),
+which is memoised with ``memoized_for_plain_arguments`` -- a training loop calls an op on
+the same shapes over and over, and re-deriving the geometry cost 5-10 us per call, more
+than a small input's kernel.
 """
 
 import functools
