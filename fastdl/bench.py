@@ -22,7 +22,10 @@ gets the same input layout (channels-last arrays are handed to it as ``channels_
 tensors without a copy, channels-first ones as plain contiguous tensors) and the same
 thread count. The naive references are plain Python loops: they run only on the cases
 marked ``naive`` (small shapes, about a second per call at most), and the "vs naive"
-column compares them with each backend on that same small shape.
+column compares them with each backend on that same small shape. After the table comes
+the start-up (``measure_startup``): ``import fastdl`` and a first conv2d call in fresh
+processes, per compiled backend (numba cold, on an empty cache, once; with a warm cache,
+STARTUP_REPEATS processes and their medians).
 
 Ops that are not in this build of fastdl (``getattr(fastdl, op)`` missing), reference
 functions that do not exist yet, torch when it is not installed, and unavailable backends
