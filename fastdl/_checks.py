@@ -466,13 +466,15 @@ def check_channel_vector(name, shape, channels):
 def running_facts(value):
     """What the checks read off a running-statistics argument, hashable for the memo:
     None, the type of a value that is not an ndarray, or (dtype, shape, writeable, plain)
-    where plain = contiguous and aligned (a plain tuple: a NamedTuple costs 0.3 us more)."""
+    where plain = contiguous, aligned and in native byte order (a plain tuple: a NamedTuple
+    costs 0.3 us more)."""
     if value is None:
         return None
     if not isinstance(value, np.ndarray):
         return type(value)
     flags = value.flags
-    return value.dtype, value.shape, flags.writeable, flags.c_contiguous and flags.aligned
+    plain = flags.c_contiguous and flags.aligned and value.dtype.isnative
+    return value.dtype, value.shape, flags.writeable, plain
 
 
 def check_running_statistic(name, facts, channels, writable):
@@ -540,8 +542,7 @@ def batch_norm_layout(x_shape, x_dtype, gamma_shape, gamma_dtype, beta_shape, be
     else:
         check_running_statistic("running_mean", mean_facts, channels, training)
         check_running_statistic("running_var", var_facts, channels, training)
-        # contiguous, aligned, native byte order
-        plain_statistics = all(facts[3] and facts[0].isnative for facts in (mean_facts, var_facts))
+        plain_statistics = mean_facts[3] and var_facts[3]
     view_shape = (math.prod(x_shape[:axis]), channels, math.prod(x_shape[axis + 1:]))
     return BatchNormLayout(axis, view_shape, result_dtype(x_dtype, gamma_dtype, beta_dtype),
                            training, plain_statistics)
