@@ -42,6 +42,7 @@ import types
 import numpy as np
 
 DIRECT, SHIFTED, IM2COL, SMALL, DEPTHWISE = 0, 1, 2, 3, 4
+GEMM_PATHS = frozenset((SHIFTED, IM2COL))  # the paths that call BLAS
 
 # SMALL: C_in/groups * taps at most this, and at most SMALL_MAX_OUT output channels (per
 # group; more: GEMM reuses each patch better). The SMALL kernel keeps a block of output pixels x
@@ -181,7 +182,7 @@ def choose(out_shape, w_shape, stride, groups, num_threads, itemsize):
     # (taps * C_in/groups) patches. Size whichever buffer the path uses to TILE_BYTES.
     width = out_c if path == SHIFTED else taps * c_per_group
     tile_rows = min(TILE_MAX_ROWS, max(TILE_MIN_ROWS, TILE_BYTES // (itemsize * max(1, width))))
-    return path, threads, tile_rows, path in (SHIFTED, IM2COL) and not tiny
+    return path, threads, tile_rows, path in GEMM_PATHS and not tiny
 
 
 def input_steps(x_shape, channels_first):

@@ -783,7 +783,7 @@ def conv_ndhwc(xp, w, bias, out, stride, dilation, groups, num_threads, channels
         out.itemsize, channels_first_out, channels_first_in, tuple(pads), SMALL_WIDE)
     arrays = (xp.reshape(-1), w.reshape(-1), bias, out.reshape(-1))
     kernel = _PATH_KERNELS[path]
-    if path in (_conv_plan.SHIFTED, _conv_plan.IM2COL):
+    if path in _conv_plan.GEMM_PATHS:
         _register_blas()
         with _conv_plan.blas_single_threaded(limit_blas):
             run_parallel(kernel, threads, *arrays, *plan_args)
